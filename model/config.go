@@ -1,0 +1,267 @@
+package model
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Config is the resolved, validated policy set that translate consumes. It is
+// immutable once built: every later stage may share its pointers.
+type Config struct {
+	// Gateways, sorted by namespace and name.
+	Gateways []*GatewayConfig
+	// Backends, sorted by namespace and name.
+	Backends []*BackendConfig
+	// Objects is every object the Config was built from, sorted by identity.
+	Objects []Object
+	// Settings are tollgate-wide settings that shape the output.
+	Settings Settings
+}
+
+// Settings are the parts of tollgate's own configuration that translation
+// needs. They come from `tollgate serve` flags, not from policy files.
+type Settings struct {
+	// SystemCABundle is the path, on the Envoy hosts, of the operating
+	// system's trust bundle, used to verify providers when no policy names a
+	// CA.
+	SystemCABundle string
+}
+
+// DefaultSystemCABundle is where Debian, Ubuntu and Alpine keep the system
+// trust bundle (RHEL: /etc/pki/tls/certs/ca-bundle.crt).
+const DefaultSystemCABundle = "/etc/ssl/certs/ca-certificates.crt"
+
+// GatewayConfig is a Gateway with the routes attached to each listener.
+type GatewayConfig struct {
+	Ref       Ref
+	Gateway   *Gateway
+	Listeners []*ListenerConfig
+}
+
+// ListenerConfig is one listener and the routes attached to it, sorted by
+// route identity.
+type ListenerConfig struct {
+	Listener
+	Routes []*RouteConfig
+}
+
+// RouteConfig is an HTTPRoute with its references resolved.
+type RouteConfig struct {
+	Ref       Ref
+	Route     *HTTPRoute
+	Hostnames []string
+	Rules     []*RuleConfig
+}
+
+// RuleConfig is one rule of a route with defaults applied.
+type RuleConfig struct {
+	// Index is the rule's position in spec.rules.
+	Index    int
+	Name     string
+	Matches  []RouteMatch
+	Backends []WeightedBackend
+	// Timeout is the whole-request timeout; 0 disables it.
+	Timeout time.Duration
+}
+
+// WeightedBackend is a resolved backendRef.
+type WeightedBackend struct {
+	Backend *BackendConfig
+	Weight  uint32
+}
+
+// BackendConfig is a Backend with every default applied.
+type BackendConfig struct {
+	Ref      Ref
+	Backend  *Backend
+	Hostname string
+	Port     uint32
+	// Addresses are static endpoints; empty means Envoy resolves Hostname.
+	Addresses []Address
+	TLS       bool
+	Protocol  string
+	Region    string
+	Provider  string
+}
+
+// Address is an IP and port.
+type Address struct {
+	IP   string
+	Port uint32
+}
+
+// Gateway returns the named gateway's config, or nil.
+func (c *Config) Gateway(name string) *GatewayConfig {
+	for _, g := range c.Gateways {
+		if g.Ref.Name == name {
+			return g
+		}
+	}
+	return nil
+}
+
+// BuildConfig resolves objects into a Config. It reports duplicate names and
+// dangling references; each object is assumed to have passed its own
+// Validate already (the decoder does that).
+func BuildConfig(objs []Object, settings Settings) (*Config, Violations) {
+	if settings.SystemCABundle == "" {
+		settings.SystemCABundle = DefaultSystemCABundle
+	}
+	var errs Violations
+	objs = append([]Object(nil), objs...)
+	// Order by source so that "already defined" points at the first one read.
+	sort.SliceStable(objs, func(i, j int) bool {
+		a, b := objs[i].GetSource(), objs[j].GetSource()
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		return a.Line < b.Line
+	})
+	byRef := map[Ref]Object{}
+	unique := objs[:0:0]
+	for _, o := range objs {
+		r := RefOf(o)
+		if first, dup := byRef[r]; dup {
+			NewValidator(o, &errs).Errorf("metadata.name", "%q is already defined at %s", r.Name, where(first))
+			continue
+		}
+		byRef[r] = o
+		unique = append(unique, o)
+	}
+	SortObjects(unique)
+
+	cfg := &Config{Objects: unique, Settings: settings}
+	backends := map[Ref]*BackendConfig{}
+	gateways := map[Ref]*GatewayConfig{}
+	for _, o := range unique {
+		switch o := o.(type) {
+		case *Backend:
+			bc := resolveBackend(o)
+			backends[bc.Ref] = bc
+			cfg.Backends = append(cfg.Backends, bc)
+		case *Gateway:
+			gc := &GatewayConfig{Ref: RefOf(o), Gateway: o}
+			for _, l := range o.Spec.Listeners {
+				gc.Listeners = append(gc.Listeners, &ListenerConfig{Listener: l})
+			}
+			gateways[gc.Ref] = gc
+			cfg.Gateways = append(cfg.Gateways, gc)
+		}
+	}
+	for _, o := range unique {
+		r, ok := o.(*HTTPRoute)
+		if !ok {
+			continue
+		}
+		v := NewValidator(r, &errs)
+		rc, ok := resolveRoute(r, backends, v)
+		if !ok {
+			continue
+		}
+		attach(rc, gateways, v)
+	}
+	if len(errs) > 0 {
+		errs.Sort()
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+func where(o Object) string {
+	s := o.GetSource()
+	if s.File == "" {
+		return "an earlier object"
+	}
+	return fmt.Sprintf("%s:%d", s.File, s.Line)
+}
+
+func resolveBackend(b *Backend) *BackendConfig {
+	bc := &BackendConfig{
+		Ref:      RefOf(b),
+		Backend:  b,
+		Hostname: b.EffectiveHostname(),
+		Port:     b.EffectivePort(),
+		TLS:      b.TLSEnabled(),
+		Protocol: b.EffectiveProtocol(),
+		Region:   b.Spec.Region,
+		Provider: b.Spec.Provider,
+	}
+	for _, a := range b.Spec.Addresses {
+		port := a.Port
+		if port == 0 {
+			port = bc.Port
+		}
+		bc.Addresses = append(bc.Addresses, Address{IP: a.IP, Port: port})
+	}
+	return bc
+}
+
+func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) (*RouteConfig, bool) {
+	ok := true
+	ns := RefOf(r).Namespace
+	rc := &RouteConfig{Ref: RefOf(r), Route: r, Hostnames: r.Spec.Hostnames}
+	for i, rule := range r.Spec.Rules {
+		rule := rule
+		timeout := DefaultRequestTimeout
+		if rule.Timeouts != nil && rule.Timeouts.Request != nil {
+			timeout = rule.Timeouts.Request.Duration
+		}
+		resolved := &RuleConfig{Index: i, Name: rule.Name, Matches: rule.Matches, Timeout: timeout}
+		for j, br := range rule.BackendRefs {
+			ref := LocalRef{Name: br.Name, Namespace: br.Namespace}.Resolve(KindBackend, ns)
+			b, found := backends[ref]
+			if !found {
+				v.Errorf(fmt.Sprintf("spec.rules[%d].backendRefs[%d].name", i, j), "%s does not exist", ref)
+				ok = false
+				continue
+			}
+			resolved.Backends = append(resolved.Backends, WeightedBackend{Backend: b, Weight: br.EffectiveWeight()})
+		}
+		rc.Rules = append(rc.Rules, resolved)
+	}
+	return rc, ok
+}
+
+func attach(rc *RouteConfig, gateways map[Ref]*GatewayConfig, v *Validator) {
+	ns := rc.Ref.Namespace
+	for i, p := range rc.Route.Spec.ParentRefs {
+		ref := LocalRef{Name: p.Name, Namespace: p.Namespace}.Resolve(KindGateway, ns)
+		g, found := gateways[ref]
+		if !found {
+			v.Errorf(fmt.Sprintf("spec.parentRefs[%d].name", i), "%s does not exist", ref)
+			continue
+		}
+		matched := false
+		for _, l := range g.Listeners {
+			if p.SectionName == "" || p.SectionName == l.Name {
+				if len(l.Routes) == 0 || l.Routes[len(l.Routes)-1] != rc {
+					l.Routes = append(l.Routes, rc)
+				}
+				matched = true
+			}
+		}
+		if !matched {
+			v.Errorf(fmt.Sprintf("spec.parentRefs[%d].sectionName", i), "%s has no listener named %q", ref, p.SectionName)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// GatewayKey is the value an Envoy of the gateway sets as its bootstrap
+// node.cluster: the name for gateways in the default namespace,
+// namespace/name otherwise.
+func GatewayKey(r Ref) string {
+	if r.Namespace == DefaultNamespace || r.Namespace == "" {
+		return r.Name
+	}
+	return r.Namespace + "/" + r.Name
+}

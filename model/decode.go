@@ -1,0 +1,440 @@
+package model
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Scheme knows every kind tollgate can decode.
+type Scheme struct {
+	kinds map[string]func() Object
+}
+
+// NewScheme returns a scheme with the core kinds (Gateway, Backend,
+// HTTPRoute) registered.
+func NewScheme() *Scheme {
+	s := &Scheme{kinds: map[string]func() Object{}}
+	s.Register(KindGateway, func() Object { return &Gateway{} })
+	s.Register(KindBackend, func() Object { return &Backend{} })
+	s.Register(KindHTTPRoute, func() Object { return &HTTPRoute{} })
+	return s
+}
+
+// Register adds a kind. Registering a kind twice panics: it is a programming
+// error, not an input error.
+func (s *Scheme) Register(kind string, newObj func() Object) {
+	if _, dup := s.kinds[kind]; dup {
+		panic("model: kind registered twice: " + kind)
+	}
+	s.kinds[kind] = newObj
+}
+
+// Kinds lists the registered kinds in order.
+func (s *Scheme) Kinds() []string {
+	out := make([]string, 0, len(s.kinds))
+	for k := range s.kinds {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Decoder is something a field type can implement to decode itself from a
+// YAML scalar (durations, enums with aliases and so on).
+type scalarDecoder interface {
+	DecodeScalar(value string) error
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// Decode reads every YAML document in data. It reports every violation it
+// can find (unknown fields, wrong types, bad envelopes, per-object
+// validation), each with file and line; a syntax error stops the file, since
+// nothing after it can be trusted.
+func (s *Scheme) Decode(file string, data []byte) ([]Object, Violations) {
+	var (
+		objs []Object
+		errs Violations
+	)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			v := Violation{File: file, Msg: "invalid YAML: " + err.Error()}
+			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
+				v.Line, _ = strconv.Atoi(m[1])
+				v.Msg = "invalid YAML: " + m[2]
+			}
+			errs = append(errs, v)
+			break
+		}
+		if len(doc.Content) == 0 {
+			continue // an empty document between two '---'
+		}
+		obj, verrs := s.decodeDocument(file, doc.Content[0])
+		errs = append(errs, verrs...)
+		if obj != nil {
+			objs = append(objs, obj)
+		}
+	}
+	return objs, errs
+}
+
+func (s *Scheme) decodeDocument(file string, root *yaml.Node) (Object, Violations) {
+	var errs Violations
+	fail := func(line int, field, format string, args ...any) {
+		errs = append(errs, Violation{File: file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	root = resolveAlias(root)
+	if root.Kind != yaml.MappingNode {
+		fail(root.Line, "", "each document must be a mapping with apiVersion, kind, metadata and spec")
+		return nil, errs
+	}
+	var kindNode, apiNode *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		switch root.Content[i].Value {
+		case "kind":
+			kindNode = root.Content[i+1]
+		case "apiVersion":
+			apiNode = root.Content[i+1]
+		}
+	}
+	if apiNode == nil {
+		fail(root.Line, "apiVersion", "is required: set it to %q", APIVersion)
+	} else if apiNode.Value != APIVersion {
+		fail(apiNode.Line, "apiVersion", "%q is not supported: use %q", apiNode.Value, APIVersion)
+	}
+	if kindNode == nil {
+		fail(root.Line, "kind", "is required: one of %s", strings.Join(s.Kinds(), ", "))
+		return nil, errs
+	}
+	newObj, ok := s.kinds[kindNode.Value]
+	if !ok {
+		fail(kindNode.Line, "kind", "%q is not a known kind: use one of %s", kindNode.Value, strings.Join(s.Kinds(), ", "))
+		return nil, errs
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	obj := newObj()
+	src := obj.GetSource()
+	*src = Source{File: file, Line: root.Line, Fields: map[string]int{}}
+	d := &nodeDecoder{src: src}
+	d.decode(root, reflect.ValueOf(obj).Elem(), "")
+	name := obj.GetMeta().Name
+	if name == "" && len(d.errs) == 0 {
+		d.errs = append(d.errs, pathError{path: "metadata.name", line: src.LineOf("metadata"), msg: "is required"})
+	}
+	object := kindNode.Value + "/" + name
+	if ns := obj.GetMeta().Namespace; ns != "" && ns != DefaultNamespace {
+		object = kindNode.Value + "/" + ns + "/" + name
+	}
+	for _, e := range d.errs {
+		errs = append(errs, Violation{File: file, Line: e.line, Object: object, Field: e.path, Msg: e.msg})
+	}
+	if len(d.errs) > 0 {
+		return nil, errs
+	}
+	validateMeta(NewValidator(obj, &errs), obj.GetMeta())
+	obj.Validate(NewValidator(obj, &errs))
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return obj, nil
+}
+
+type pathError struct {
+	path string
+	line int
+	msg  string
+}
+
+// nodeDecoder decodes a yaml.Node into a Go value strictly: unknown fields,
+// duplicate keys and type mismatches are all collected, with their paths.
+type nodeDecoder struct {
+	src  *Source
+	errs []pathError
+}
+
+func (d *nodeDecoder) fail(n *yaml.Node, path, format string, args ...any) {
+	d.errs = append(d.errs, pathError{path: path, line: n.Line, msg: fmt.Sprintf(format, args...)})
+}
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!str":
+			return fmt.Sprintf("string %q", n.Value)
+		case "!!int":
+			return "number " + n.Value
+		case "!!float":
+			return "number " + n.Value
+		case "!!bool":
+			return "boolean " + n.Value
+		}
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "an unexpected value"
+}
+
+var scalarDecoderType = reflect.TypeOf((*scalarDecoder)(nil)).Elem()
+
+func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	n = resolveAlias(n)
+	if path != "" {
+		if _, seen := d.src.Fields[path]; !seen {
+			d.src.Fields[path] = n.Line
+		}
+	}
+	if isNull(n) {
+		return // absent and null are the same: the zero value
+	}
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		d.decode(n, v.Elem(), path)
+		return
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(scalarDecoderType) {
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, path, "must be a string, got %s", describe(n))
+			return
+		}
+		if err := v.Addr().Interface().(scalarDecoder).DecodeScalar(n.Value); err != nil {
+			d.fail(n, path, "%v", err)
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.fail(n, path, "must be a list, got %s", describe(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			d.decode(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		}
+		v.Set(s)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			d.fail(n, path, "must be a mapping, got %s", describe(n))
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := resolveAlias(n.Content[i]), n.Content[i+1]
+			kp := join(path, k.Value)
+			if k.Kind != yaml.ScalarNode {
+				d.fail(k, path, "keys must be strings")
+				continue
+			}
+			if m.MapIndex(reflect.ValueOf(k.Value)).IsValid() {
+				d.fail(k, kp, "is set twice")
+				continue
+			}
+			ev := reflect.New(v.Type().Elem()).Elem()
+			d.decode(val, ev, kp)
+			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), ev)
+		}
+		v.Set(m)
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+			d.fail(n, path, "must be a string, got %s", describe(n))
+			return
+		}
+		v.SetString(n.Value)
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+			d.fail(n, path, "must be true or false, got %s", describe(n))
+			return
+		}
+		v.SetBool(n.Value == "true" || n.Value == "True" || n.Value == "TRUE")
+	case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint32, reflect.Uint64, reflect.Uint16:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+			d.fail(n, path, "must be an integer, got %s", describe(n))
+			return
+		}
+		i, err := strconv.ParseInt(n.Value, 0, 64)
+		if err != nil || overflows(v, i) {
+			d.fail(n, path, "integer %s is out of range", n.Value)
+			return
+		}
+		if v.CanUint() {
+			v.SetUint(uint64(i))
+		} else {
+			v.SetInt(i)
+		}
+	case reflect.Float64:
+		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {
+			d.fail(n, path, "must be a number, got %s", describe(n))
+			return
+		}
+		f, err := strconv.ParseFloat(n.Value, 64)
+		if err != nil {
+			d.fail(n, path, "number %s is not valid", n.Value)
+			return
+		}
+		v.SetFloat(f)
+	default:
+		panic(fmt.Sprintf("model: cannot decode into %s", v.Type()))
+	}
+}
+
+func overflows(v reflect.Value, i int64) bool {
+	switch v.Kind() {
+	case reflect.Uint16:
+		return i < 0 || i > math.MaxUint16
+	case reflect.Uint32:
+		return i < 0 || i > math.MaxUint32
+	case reflect.Uint64:
+		return i < 0
+	case reflect.Int32:
+		return i < math.MinInt32 || i > math.MaxInt32
+	}
+	return false
+}
+
+// field is a struct field reachable from a YAML key (through inline structs).
+type field struct {
+	index []int
+}
+
+var fieldCache sync.Map // reflect.Type → map[string]field
+
+func fieldsOf(t reflect.Type) map[string]field {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]field)
+	}
+	out := map[string]field{}
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		tag := sf.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" || !sf.IsExported() {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			for k, f := range fieldsOf(sf.Type) {
+				out[k] = field{index: append([]int{i}, f.index...)}
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(sf.Name[:1]) + sf.Name[1:]
+		}
+		out[name] = field{index: []int{i}}
+	}
+	fieldCache.Store(t, out)
+	return out
+}
+
+func (d *nodeDecoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, "must be a mapping, got %s", describe(n))
+		return
+	}
+	fields := fieldsOf(v.Type())
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := resolveAlias(n.Content[i]), n.Content[i+1]
+		kp := join(path, k.Value)
+		if k.Kind != yaml.ScalarNode {
+			d.fail(k, path, "keys must be strings")
+			continue
+		}
+		if seen[k.Value] {
+			d.fail(k, kp, "is set twice")
+			continue
+		}
+		seen[k.Value] = true
+		f, ok := fields[k.Value]
+		if !ok {
+			d.fail(k, kp, "unknown field %q%s", k.Value, suggest(k.Value, fields))
+			continue
+		}
+		d.src.Fields[kp] = k.Line
+		d.decode(val, v.FieldByIndex(f.index), kp)
+	}
+}
+
+// suggest names the closest known field, which turns most typos into a
+// one-glance fix.
+func suggest(key string, fields map[string]field) string {
+	best, bestDist := "", 3
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if dist := levenshtein(strings.ToLower(key), strings.ToLower(k)); dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	if best == "" {
+		return " (known fields: " + strings.Join(names, ", ") + ")"
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

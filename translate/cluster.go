@@ -1,0 +1,117 @@
+package translate
+
+import (
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	dnscommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/common/dns/v3"
+	dnsclusterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/tollgate-dev/tollgate/model"
+)
+
+// DefaultConnectTimeout bounds the TCP (and TLS) handshake to a backend.
+const DefaultConnectTimeout = 10 * time.Second
+
+// httpProtocolOptionsKey is the extension name Envoy looks up in
+// typed_extension_protocol_options.
+const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// Cluster builds a backend's cluster. A backend with a hostname and no
+// static addresses is a DNS cluster with logical DNS semantics (one
+// connection target, re-resolved as the provider's DNS changes, as suits
+// CDN-fronted APIs); a backend with static addresses takes its endpoints
+// from EDS, so that address changes never touch the cluster.
+func Cluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.Cluster, error) {
+	c := &clusterv3.Cluster{
+		Name:           ClusterName(b),
+		ConnectTimeout: durationpb.New(DefaultConnectTimeout),
+		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+	}
+	if isEDS(b) {
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{
+			EdsConfig:   adsConfigSource(),
+			ServiceName: ClusterName(b),
+		}
+	} else {
+		dns, err := toAny(&dnsclusterv3.DnsCluster{
+			AllAddressesInSingleEndpoint: true,
+			// Many VMs have IPv6 addresses without a route to the internet.
+			DnsLookupFamily: dnscommonv3.DnsLookupFamily_V4_PREFERRED,
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.ClusterDiscoveryType = &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{
+			Name:        "envoy.cluster.dns",
+			TypedConfig: dns,
+		}}
+		c.LoadAssignment = ClusterLoadAssignment(b)
+	}
+	opts, err := toAny(HTTPProtocolOptions(b))
+	if err != nil {
+		return nil, err
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
+	if b.TLS {
+		ts, err := UpstreamTLSTransportSocket(cfg, b)
+		if err != nil {
+			return nil, err
+		}
+		c.TransportSocket = ts
+	}
+	return c, nil
+}
+
+func isEDS(b *model.BackendConfig) bool { return len(b.Addresses) > 0 }
+
+// HTTPProtocolOptions picks the upstream protocol: negotiated by ALPN for
+// auto, or fixed.
+func HTTPProtocolOptions(b *model.BackendConfig) *httpv3.HttpProtocolOptions {
+	o := &httpv3.HttpProtocolOptions{}
+	switch b.Protocol {
+	case model.ProtocolAuto:
+		o.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{
+			HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+			Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+		}}
+	case model.ProtocolHTTP2:
+		o.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}}
+	default:
+		o.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+		}}
+	}
+	return o
+}
+
+// ClusterLoadAssignment lists a backend's endpoints: its static addresses
+// (served over EDS), or its hostname (inline in a DNS cluster).
+func ClusterLoadAssignment(b *model.BackendConfig) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: ClusterName(b)}
+	var lbs []*endpointv3.LbEndpoint
+	if isEDS(b) {
+		for _, a := range b.Addresses {
+			lbs = append(lbs, lbEndpoint(a.IP, a.Port, b.Hostname))
+		}
+	} else {
+		lbs = append(lbs, lbEndpoint(b.Hostname, b.Port, b.Hostname))
+	}
+	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
+	return cla
+}
+
+func lbEndpoint(host string, port uint32, hostname string) *endpointv3.LbEndpoint {
+	return &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+		Address:  socketAddress(host, port),
+		Hostname: hostname,
+	}}}
+}

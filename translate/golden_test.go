@@ -1,0 +1,132 @@
+package translate_test
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/translate"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/out and remove orphans")
+
+// loadCase decodes and resolves one input file the way tollgate serve does.
+func loadCase(t testing.TB, file string) (*model.Config, model.Violations) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	require.NoError(t, err)
+	objs, errs := policies.NewScheme().Decode(filepath.Base(file), data)
+	if len(errs) > 0 {
+		errs.Sort()
+		return nil, errs
+	}
+	return model.BuildConfig(objs, model.Settings{})
+}
+
+// TestGolden translates every testdata/in/*.yaml and compares each resource
+// kind with testdata/out/<case>.<kind>.yaml; inputs that must be rejected
+// are compared with testdata/out/<case>.errors.txt instead.
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/in/*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, inputs)
+	want := map[string]bool{}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			files := map[string][]byte{}
+			cfg, errs := loadCase(t, in)
+			if len(errs) > 0 {
+				files[name+".errors.txt"] = []byte(errs.Error() + "\n")
+			} else {
+				out, err := translate.Translate(cfg)
+				require.NoError(t, err)
+				require.NoError(t, out.Validate(), "Envoy would reject the output")
+				for kind, data := range render(t, out) {
+					files[name+"."+kind+".yaml"] = data
+				}
+			}
+			for f, got := range files {
+				want[f] = true
+				path := filepath.Join("testdata/out", f)
+				if *update {
+					require.NoError(t, os.WriteFile(path, got, 0o644))
+					continue
+				}
+				exp, err := os.ReadFile(path)
+				require.NoError(t, err, "missing golden file; run go test ./translate -update")
+				require.Equal(t, string(exp), string(got), "%s differs; run go test ./translate -update and review the diff", path)
+			}
+		})
+	}
+	existing, err := filepath.Glob("testdata/out/*")
+	require.NoError(t, err)
+	for _, f := range existing {
+		if want[filepath.Base(f)] {
+			continue
+		}
+		if *update {
+			require.NoError(t, os.Remove(f))
+			continue
+		}
+		t.Errorf("orphaned golden file %s: run go test ./translate -update", f)
+	}
+}
+
+// render turns the output into one YAML document per resource kind, each a
+// map from gateway key to that gateway's resources.
+func render(t testing.TB, out *translate.Output) map[string][]byte {
+	t.Helper()
+	kinds := map[string]map[string][]any{}
+	add := func(kind, gw string, msgs ...proto.Message) {
+		if len(msgs) == 0 {
+			return
+		}
+		if kinds[kind] == nil {
+			kinds[kind] = map[string][]any{}
+		}
+		for _, m := range msgs {
+			kinds[kind][gw] = append(kinds[kind][gw], toPlain(t, m))
+		}
+	}
+	for _, g := range out.Gateways {
+		add("listeners", g.Key, asMessages(g.Listeners)...)
+		add("routes", g.Key, asMessages(g.Routes)...)
+		add("clusters", g.Key, asMessages(g.Clusters)...)
+		add("endpoints", g.Key, asMessages(g.Endpoints)...)
+		add("secrets", g.Key, asMessages(g.Secrets)...)
+	}
+	files := map[string][]byte{}
+	for kind, byGW := range kinds {
+		data, err := yaml.Marshal(byGW)
+		require.NoError(t, err)
+		files[kind] = data
+	}
+	return files
+}
+
+func asMessages[T proto.Message](in []T) []proto.Message {
+	out := make([]proto.Message, len(in))
+	for i, m := range in {
+		out[i] = m
+	}
+	return out
+}
+
+func toPlain(t testing.TB, m proto.Message) any {
+	t.Helper()
+	js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	require.NoError(t, err)
+	var v any
+	require.NoError(t, yaml.Unmarshal(js, &v))
+	return v
+}

@@ -1,0 +1,37 @@
+package translate
+
+import (
+	"fmt"
+
+	"github.com/tollgate-dev/tollgate/model"
+)
+
+// Every name one Envoy resource uses to refer to another is built here, so
+// that references cannot drift apart. Names are readable and deterministic:
+// the same policy set always yields the same names.
+
+// ListenerName names the Envoy listener for a gateway listener.
+func ListenerName(l *model.ListenerConfig) string { return "listener/" + l.Name }
+
+// RouteConfigName names the RDS resource a listener's HCM asks for.
+func RouteConfigName(l *model.ListenerConfig) string { return "route/" + l.Name }
+
+// StatPrefix is the HCM stat prefix of a listener.
+func StatPrefix(l *model.ListenerConfig) string { return l.Name }
+
+// ClusterName names a backend's cluster; EDS resources use the same name.
+func ClusterName(b *model.BackendConfig) string {
+	return "backend/" + b.Ref.Namespace + "/" + b.Ref.Name
+}
+
+// VirtualHostName names the virtual host for a hostname ("*" for any).
+func VirtualHostName(hostname string) string { return "vhost/" + hostname }
+
+// RouteName names one Envoy route: a route rule's match.
+func RouteName(r *model.RouteConfig, rule *model.RuleConfig, match int) string {
+	rulePart := fmt.Sprint(rule.Index)
+	if rule.Name != "" {
+		rulePart = rule.Name
+	}
+	return fmt.Sprintf("httproute/%s/%s/rule/%s/match/%d", r.Ref.Namespace, r.Ref.Name, rulePart, match)
+}

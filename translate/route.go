@@ -1,0 +1,224 @@
+package translate
+
+import (
+	"sort"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tollgate-dev/tollgate/model"
+)
+
+// RouteConfiguration builds the RDS resource of a listener: one virtual host
+// per hostname the attached routes name ("*" for routes that name none), and
+// in each the routes ordered by Gateway API precedence.
+func RouteConfiguration(l *model.ListenerConfig) *routev3.RouteConfiguration {
+	byHost := map[string][]routeEntry{}
+	for _, r := range l.Routes {
+		hosts := r.Hostnames
+		if len(hosts) == 0 {
+			hosts = []string{"*"}
+		}
+		for _, rule := range r.Rules {
+			matches := rule.Matches
+			if len(matches) == 0 {
+				matches = []model.RouteMatch{{}}
+			}
+			for i, m := range matches {
+				e := routeEntry{route: r, rule: rule, match: m, matchIndex: i}
+				for _, h := range dedupe(hosts) {
+					byHost[h] = append(byHost[h], e)
+				}
+			}
+		}
+	}
+	hosts := make([]string, 0, len(byHost))
+	for h := range byHost {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	rc := &routev3.RouteConfiguration{
+		Name: RouteConfigName(l),
+		// Clusters come over CDS in the same snapshot; validating them here
+		// would only delay route updates.
+		ValidateClusters: wrapperspb.Bool(false),
+	}
+	for _, h := range hosts {
+		entries := byHost[h]
+		sort.SliceStable(entries, func(i, j int) bool { return entries[i].before(entries[j]) })
+		vh := &routev3.VirtualHost{Name: VirtualHostName(h), Domains: []string{h}}
+		for _, e := range entries {
+			vh.Routes = append(vh.Routes, Route(e.route, e.rule, e.match, e.matchIndex))
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, vh)
+	}
+	return rc
+}
+
+func dedupe(in []string) []string {
+	seen := make(map[string]bool, len(in))
+	out := in[:0:0]
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// routeEntry is one match of one rule, the unit Envoy routes on.
+type routeEntry struct {
+	route      *model.RouteConfig
+	rule       *model.RuleConfig
+	match      model.RouteMatch
+	matchIndex int
+}
+
+// before orders entries by Gateway API precedence: exact paths, then
+// regular expressions, then the longest prefix; then a method match; then
+// more header matches; then more query matches; then route identity and
+// rule order, which keeps the order stable.
+func (a routeEntry) before(b routeEntry) bool {
+	ar, br := pathRank(a.match.Path), pathRank(b.match.Path)
+	if ar != br {
+		return ar > br
+	}
+	if al, bl := pathLen(a.match.Path), pathLen(b.match.Path); al != bl {
+		return al > bl
+	}
+	if (a.match.Method != "") != (b.match.Method != "") {
+		return a.match.Method != ""
+	}
+	if len(a.match.Headers) != len(b.match.Headers) {
+		return len(a.match.Headers) > len(b.match.Headers)
+	}
+	if len(a.match.QueryParams) != len(b.match.QueryParams) {
+		return len(a.match.QueryParams) > len(b.match.QueryParams)
+	}
+	if a.route != b.route {
+		return a.route.Ref.Less(b.route.Ref)
+	}
+	if a.rule.Index != b.rule.Index {
+		return a.rule.Index < b.rule.Index
+	}
+	return a.matchIndex < b.matchIndex
+}
+
+func pathRank(p *model.PathMatch) int {
+	if p == nil {
+		return 0
+	}
+	switch p.Type {
+	case model.MatchExact:
+		return 3
+	case model.MatchRegularExpression:
+		return 2
+	}
+	return 1
+}
+
+func pathLen(p *model.PathMatch) int {
+	if p == nil {
+		return 1 // "/"
+	}
+	return len(p.Value)
+}
+
+// Route builds the Envoy route of one match of a rule.
+func Route(r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, matchIndex int) *routev3.Route {
+	return &routev3.Route{
+		Name:   RouteName(r, rule, matchIndex),
+		Match:  RouteMatch(m),
+		Action: &routev3.Route_Route{Route: RouteAction(rule)},
+	}
+}
+
+// RouteMatch builds an Envoy match from a rule's match.
+func RouteMatch(m model.RouteMatch) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{}
+	switch p := m.Path; {
+	case p == nil:
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+	case p.Type == model.MatchExact:
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: p.Value}
+	case p.Type == model.MatchRegularExpression:
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: regex(p.Value)}
+	default:
+		// Gateway API prefixes match whole segments: /v1 matches /v1 and
+		// /v1/chat, not /v1beta. path_separated_prefix does exactly that.
+		v := strings.TrimSuffix(p.Value, "/")
+		if v == "" {
+			rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+		} else {
+			rm.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: v}
+		}
+	}
+	if m.Method != "" {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+			Name:                 ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact(m.Method)},
+		})
+	}
+	for _, h := range m.Headers {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+			Name:                 strings.ToLower(h.Name),
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatch(h)},
+		})
+	}
+	for _, q := range m.QueryParams {
+		rm.QueryParameters = append(rm.QueryParameters, &routev3.QueryParameterMatcher{
+			Name:                         q.Name,
+			QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: stringMatch(q)},
+		})
+	}
+	return rm
+}
+
+func stringMatch(v model.ValueMatch) *matcherv3.StringMatcher {
+	if v.Type == model.MatchRegularExpression {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: regex(v.Value)}}
+	}
+	return exact(v.Value)
+}
+
+func exact(s string) *matcherv3.StringMatcher {
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
+}
+
+func regex(s string) *matcherv3.RegexMatcher {
+	return &matcherv3.RegexMatcher{Regex: s}
+}
+
+// RouteAction sends a rule's traffic to its backends. Each backend keeps
+// its own Host header: with one backend it is the route's host rewrite, with
+// several it is set per weighted cluster.
+func RouteAction(rule *model.RuleConfig) *routev3.RouteAction {
+	ra := &routev3.RouteAction{
+		Timeout: durationpb.New(rule.Timeout),
+	}
+	if len(rule.Backends) == 1 {
+		b := rule.Backends[0].Backend
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: ClusterName(b)}
+		if b.Hostname != "" {
+			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: b.Hostname}
+		}
+		return ra
+	}
+	wc := &routev3.WeightedCluster{}
+	for _, wb := range rule.Backends {
+		cw := &routev3.WeightedCluster_ClusterWeight{
+			Name:   ClusterName(wb.Backend),
+			Weight: wrapperspb.UInt32(wb.Weight),
+		}
+		if wb.Backend.Hostname != "" {
+			cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: wb.Backend.Hostname}
+		}
+		wc.Clusters = append(wc.Clusters, cw)
+	}
+	ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	return ra
+}

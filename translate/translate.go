@@ -1,0 +1,102 @@
+// Package translate turns a resolved model.Config into Envoy resources. It is
+// pure: no I/O, no clock, no logging; the same Config always produces
+// byte-identical output, sorted by name.
+package translate
+
+import (
+	"sort"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+
+	"github.com/tollgate-dev/tollgate/model"
+)
+
+// Output is everything tollgate serves, per gateway.
+type Output struct {
+	// Gateways, sorted by key.
+	Gateways []*GatewayResources
+}
+
+// GatewayResources is one gateway's Envoy configuration: what every Envoy
+// whose node.cluster is Key receives.
+type GatewayResources struct {
+	// Key is the gateway's node.cluster value (see model.GatewayKey).
+	Key       string
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+	Secrets   []*tlsv3.Secret
+}
+
+// Gateway returns the resources of the gateway with key, or nil.
+func (o *Output) Gateway(key string) *GatewayResources {
+	for _, g := range o.Gateways {
+		if g.Key == key {
+			return g
+		}
+	}
+	return nil
+}
+
+// Translate builds every gateway's resources. An error means a bug or an
+// input the model should have rejected; the caller keeps the last good
+// output.
+func Translate(cfg *model.Config) (*Output, error) {
+	out := &Output{}
+	for _, g := range cfg.Gateways {
+		gr, err := translateGateway(cfg, g)
+		if err != nil {
+			return nil, err
+		}
+		out.Gateways = append(out.Gateways, gr)
+	}
+	sort.Slice(out.Gateways, func(i, j int) bool { return out.Gateways[i].Key < out.Gateways[j].Key })
+	return out, nil
+}
+
+func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResources, error) {
+	gr := &GatewayResources{Key: model.GatewayKey(g.Ref)}
+	// Only the backends this gateway's routes reach become clusters: an
+	// Envoy of one gateway learns nothing about another gateway's backends.
+	used := map[model.Ref]*model.BackendConfig{}
+	for _, l := range g.Listeners {
+		lis, err := Listener(cfg, l)
+		if err != nil {
+			return nil, err
+		}
+		gr.Listeners = append(gr.Listeners, lis)
+		gr.Routes = append(gr.Routes, RouteConfiguration(l))
+		for _, r := range l.Routes {
+			for _, rule := range r.Rules {
+				for _, wb := range rule.Backends {
+					used[wb.Backend.Ref] = wb.Backend
+				}
+			}
+		}
+	}
+	backends := make([]*model.BackendConfig, 0, len(used))
+	for _, b := range used {
+		backends = append(backends, b)
+	}
+	sort.Slice(backends, func(i, j int) bool { return backends[i].Ref.Less(backends[j].Ref) })
+	for _, b := range backends {
+		c, err := Cluster(cfg, b)
+		if err != nil {
+			return nil, err
+		}
+		gr.Clusters = append(gr.Clusters, c)
+		if cla := ClusterLoadAssignment(b); cla != nil && isEDS(b) {
+			gr.Endpoints = append(gr.Endpoints, cla)
+		}
+	}
+	sort.Slice(gr.Listeners, func(i, j int) bool { return gr.Listeners[i].Name < gr.Listeners[j].Name })
+	sort.Slice(gr.Routes, func(i, j int) bool { return gr.Routes[i].Name < gr.Routes[j].Name })
+	sort.Slice(gr.Clusters, func(i, j int) bool { return gr.Clusters[i].Name < gr.Clusters[j].Name })
+	sort.Slice(gr.Endpoints, func(i, j int) bool { return gr.Endpoints[i].ClusterName < gr.Endpoints[j].ClusterName })
+	return gr, nil
+}

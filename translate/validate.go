@@ -1,0 +1,102 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// ValidateDeep checks m against Envoy's own proto constraints (the
+// protoc-gen-validate rules Envoy enforces when it loads config), including
+// every message packed in an Any below it, which ValidateAll alone skips.
+// An Any whose type is unknown is an error too: Envoy would reject it.
+func ValidateDeep(m proto.Message) error {
+	var errs []error
+	validateDeep(m.ProtoReflect(), string(m.ProtoReflect().Descriptor().FullName()), &errs)
+	return errors.Join(errs...)
+}
+
+type allValidator interface{ ValidateAll() error }
+
+func validateDeep(m protoreflect.Message, path string, errs *[]error) {
+	if v, ok := m.Interface().(allValidator); ok {
+		if err := v.ValidateAll(); err != nil {
+			*errs = append(*errs, fmt.Errorf("%s: %w", path, err))
+		}
+	}
+	walkAnys(m, path, errs)
+}
+
+// walkAnys finds every Any below m (ValidateAll has already covered plain
+// nested messages) and validates what it carries.
+func walkAnys(m protoreflect.Message, path string, errs *[]error) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			if errors.Is(err, protoregistry.NotFound) {
+				*errs = append(*errs, fmt.Errorf("%s: unknown type %q", path, a.GetTypeUrl()))
+			} else {
+				*errs = append(*errs, fmt.Errorf("%s: cannot unpack %q: %w", path, a.GetTypeUrl(), err))
+			}
+			return
+		}
+		validateDeep(inner.ProtoReflect(), path+"<"+string(inner.ProtoReflect().Descriptor().FullName())+">", errs)
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		name := path + "." + string(fd.Name())
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				walkAnys(l.Get(i).Message(), fmt.Sprintf("%s[%d]", name, i), errs)
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				walkAnys(mv.Message(), fmt.Sprintf("%s[%s]", name, k.String()), errs)
+				return true
+			})
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			walkAnys(v.Message(), name, errs)
+		}
+		return true
+	})
+}
+
+// Validate checks every resource of every gateway with ValidateDeep.
+func (o *Output) Validate() error {
+	var errs []error
+	for _, g := range o.Gateways {
+		for _, m := range g.All() {
+			if err := ValidateDeep(m); err != nil {
+				errs = append(errs, fmt.Errorf("gateway %s: %w", g.Key, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// All lists every resource of the gateway.
+func (g *GatewayResources) All() []proto.Message {
+	var out []proto.Message
+	for _, r := range g.Listeners {
+		out = append(out, r)
+	}
+	for _, r := range g.Routes {
+		out = append(out, r)
+	}
+	for _, r := range g.Clusters {
+		out = append(out, r)
+	}
+	for _, r := range g.Endpoints {
+		out = append(out, r)
+	}
+	for _, r := range g.Secrets {
+		out = append(out, r)
+	}
+	return out
+}
