@@ -1,0 +1,236 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/tollgate-dev/tollgate/model"
+)
+
+// DefaultDebounce is how long a directory must be quiet before it is
+// reloaded: long enough to fold an editor's write-rename-chmod burst or a
+// `cp -r` into one change, short enough to feel immediate.
+const DefaultDebounce = 50 * time.Millisecond
+
+// FileSource reads policy objects from *.yaml and *.yml files under a
+// directory, recursively, and watches it for changes.
+type FileSource struct {
+	dir      string
+	scheme   *model.Scheme
+	log      *slog.Logger
+	debounce time.Duration
+
+	mu    sync.Mutex
+	cache map[string]cachedFile // path → last decode, reused while unchanged
+}
+
+type cachedFile struct {
+	sum  [sha256.Size]byte
+	objs []model.Object
+	errs model.Violations
+}
+
+// NewFileSource returns a source for dir.
+func NewFileSource(dir string, scheme *model.Scheme, log *slog.Logger) *FileSource {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &FileSource{dir: dir, scheme: scheme, log: log, debounce: DefaultDebounce, cache: map[string]cachedFile{}}
+}
+
+// SetDebounce changes the quiet period before a reload.
+func (f *FileSource) SetDebounce(d time.Duration) { f.debounce = d }
+
+// Name identifies the source in the store.
+func (f *FileSource) Name() string { return "file:" + f.dir }
+
+// policyFile reports whether name is a file tollgate reads. Hidden files are
+// skipped: editors keep swap and lock files there (.x.yaml.swp, .#x.yaml).
+func policyFile(name string) bool {
+	if strings.HasPrefix(name, ".") {
+		return false
+	}
+	ext := filepath.Ext(name)
+	return ext == ".yaml" || ext == ".yml"
+}
+
+// Load reads and decodes every policy file. Violations (YAML and per-object
+// problems) are returned together; an error means the directory itself could
+// not be read.
+func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
+	var files []string
+	err := filepath.WalkDir(f.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if path == f.dir {
+				return err
+			}
+			// A file that vanished mid-walk is simply not there any more.
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			if path != f.dir && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if policyFile(d.Name()) {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read policy directory: %w", err)
+	}
+	sort.Strings(files)
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var (
+		objs []model.Object
+		errs model.Violations
+	)
+	seen := make(map[string]bool, len(files))
+	for _, path := range files {
+		data, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, model.Violation{File: path, Msg: "cannot read: " + err.Error()})
+			continue
+		}
+		seen[path] = true
+		sum := sha256.Sum256(data)
+		c, ok := f.cache[path]
+		if !ok || c.sum != sum {
+			o, e := f.scheme.Decode(path, data)
+			c = cachedFile{sum: sum, objs: o, errs: e}
+			f.cache[path] = c
+		}
+		objs = append(objs, c.objs...)
+		errs = append(errs, c.errs...)
+	}
+	for path := range f.cache {
+		if !seen[path] {
+			delete(f.cache, path)
+		}
+	}
+	errs.Sort()
+	return objs, errs, nil
+}
+
+// Sync loads the directory into st. It returns the resulting error, if any:
+// decoding violations, resolution violations or a refusal by the store.
+func (f *FileSource) Sync(st *Store) error {
+	objs, violations, err := f.Load()
+	if err != nil {
+		return err
+	}
+	if err := violations.Err(); err != nil {
+		return err
+	}
+	_, err = st.Replace(f.Name(), objs)
+	return err
+}
+
+// Watch syncs st whenever the directory changes, until ctx ends. Bursts of
+// events are debounced; new subdirectories are watched as they appear; a
+// change that leaves the directory invalid is logged with every violation
+// and the last good config stays in place. onSync, if set, is called after
+// every attempt with its result.
+func (f *FileSource) Watch(ctx context.Context, st *Store, onSync func(error)) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch policy directory: %w", err)
+	}
+	defer w.Close()
+	if err := f.addTree(w, f.dir); err != nil {
+		return err
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if ev.Has(fsnotify.Create) {
+				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() && !strings.HasPrefix(filepath.Base(ev.Name), ".") {
+					// Files may have landed before the watch did; the
+					// reload below reads them anyway.
+					if err := f.addTree(w, ev.Name); err != nil {
+						f.log.Warn("cannot watch new directory", "dir", ev.Name, "err", err)
+					}
+				}
+			}
+			timer.Reset(f.debounce)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			// An overflowed queue lost events: reload to be sure.
+			f.log.Warn("policy watch error; reloading", "err", err)
+			timer.Reset(f.debounce)
+		case <-timer.C:
+			err := f.Sync(st)
+			f.report(err)
+			if onSync != nil {
+				onSync(err)
+			}
+		}
+	}
+}
+
+func (f *FileSource) report(err error) {
+	if err == nil {
+		f.log.Info("policies applied", "dir", f.dir)
+		return
+	}
+	if vs, ok := model.AsViolations(err); ok {
+		f.log.Error("policies rejected; still serving the last good config", "dir", f.dir, "violations", len(vs))
+		for _, v := range vs {
+			f.log.Error(v.Error())
+		}
+		return
+	}
+	f.log.Error("policies rejected; still serving the last good config", "dir", f.dir, "err", err)
+}
+
+func (f *FileSource) addTree(w *fsnotify.Watcher, root string) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if path != f.dir && strings.HasPrefix(d.Name(), ".") {
+			return filepath.SkipDir
+		}
+		if err := w.Add(path); err != nil {
+			return fmt.Errorf("watch %s: %w", path, err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,166 @@
+// Package store owns every input tollgate reads: policy files on disk today
+// (file.go), API-fed objects later. Sources hand their objects to the Store,
+// whose go-memdb index merges them; each change is one transaction that is
+// committed only when the merged set resolves into a valid model.Config and
+// the Accept hook (translation and publication) takes it. Otherwise it is
+// aborted, the violations are reported and the last good config stays.
+package store
+
+import (
+	"fmt"
+	"sync"
+
+	memdb "github.com/hashicorp/go-memdb"
+
+	"github.com/tollgate-dev/tollgate/model"
+)
+
+const tableObjects = "objects"
+
+// entry is one object as the index stores it.
+type entry struct {
+	// ID is source + "\x00" + Kind/namespace/name: unique per source, so
+	// that two sources defining one object is a duplicate the model
+	// reports, not a silent overwrite.
+	ID     string
+	Source string
+	Object model.Object
+}
+
+var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+	tableObjects: {
+		Name: tableObjects,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id":     {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			"source": {Name: "source", Indexer: &memdb.StringFieldIndex{Field: "Source"}},
+		},
+	},
+}}
+
+// Options configure a Store.
+type Options struct {
+	// Settings are passed to every model.Config built.
+	Settings model.Settings
+	// Accept is called with each new valid Config before the change is
+	// committed; an error rejects the change as if the policies were
+	// invalid. tollgate serve translates and publishes here.
+	Accept func(*model.Config) error
+}
+
+// Store merges the objects of every source and hands out the resolved
+// Config.
+type Store struct {
+	opts Options
+	db   *memdb.MemDB
+
+	mu      sync.Mutex // serialises changes, so Accept sees them in order
+	current *model.Config
+	lastErr error
+}
+
+// New returns an empty store.
+func New(opts Options) (*Store, error) {
+	db, err := memdb.NewMemDB(schema)
+	if err != nil {
+		return nil, fmt.Errorf("store index: %w", err)
+	}
+	return &Store{opts: opts, db: db}, nil
+}
+
+// Replace swaps every object of source for objs in one transaction. It
+// returns the new Config, or the reasons the change was refused; in that
+// case nothing changes.
+func (s *Store) Replace(source string, objs []model.Object) (*model.Config, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	txn := s.db.Txn(true)
+	defer txn.Abort() // no-op after Commit
+	if _, err := txn.DeleteAll(tableObjects, "source", source); err != nil {
+		return nil, fmt.Errorf("store index: %w", err)
+	}
+	for _, o := range objs {
+		id := source + "\x00" + model.RefOf(o).String()
+		if err := txn.Insert(tableObjects, &entry{ID: id, Source: source, Object: o}); err != nil {
+			return nil, fmt.Errorf("store index: %w", err)
+		}
+	}
+	all, err := allObjects(txn)
+	if err != nil {
+		return nil, err
+	}
+	cfg, violations := model.BuildConfig(all, s.opts.Settings)
+	if err := violations.Err(); err != nil {
+		s.lastErr = err
+		return nil, err
+	}
+	if s.opts.Accept != nil {
+		if err := s.opts.Accept(cfg); err != nil {
+			s.lastErr = err
+			return nil, err
+		}
+	}
+	txn.Commit()
+	s.current, s.lastErr = cfg, nil
+	return cfg, nil
+}
+
+func allObjects(txn *memdb.Txn) ([]model.Object, error) {
+	it, err := txn.Get(tableObjects, "id")
+	if err != nil {
+		return nil, fmt.Errorf("store index: %w", err)
+	}
+	var out []model.Object
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*entry).Object)
+	}
+	return out, nil
+}
+
+// Config is the last accepted Config, or nil before the first one.
+func (s *Store) Config() *model.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
+// LastError is why the most recent change was refused, or nil when it was
+// accepted. The last good Config keeps being served either way.
+func (s *Store) LastError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
+// PolicyStatus is the admin view of the policy set.
+type PolicyStatus struct {
+	// Applied is false when the latest change was refused; the last good
+	// config is still served.
+	Applied bool `json:"applied"`
+	// Objects counts the objects of the config being served, per kind.
+	Objects map[string]int `json:"objects"`
+	// Violations of the latest refused change.
+	Violations []model.Violation `json:"violations,omitempty"`
+	// Error is set when the refusal was not a list of violations.
+	Error string `json:"error,omitempty"`
+}
+
+// Status reports what is served and why the latest change was refused, if
+// it was.
+func (s *Store) Status() PolicyStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := PolicyStatus{Applied: s.lastErr == nil, Objects: map[string]int{}}
+	if s.current != nil {
+		for _, o := range s.current.Objects {
+			st.Objects[o.GetTypeMeta().Kind]++
+		}
+	}
+	if s.lastErr != nil {
+		if vs, ok := model.AsViolations(s.lastErr); ok {
+			st.Violations = vs
+		} else {
+			st.Error = s.lastErr.Error()
+		}
+	}
+	return st
+}

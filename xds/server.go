@@ -1,0 +1,250 @@
+// Package xds serves tollgate's translated configuration to Envoys over ADS
+// (State of the World and Delta) with go-control-plane: one snapshot per
+// gateway shared by all of its Envoys, content-hash versions, per-node
+// ACK/NACK tracking, and no resend loop on NACK.
+package xds
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/translate"
+)
+
+// gatewayHash keys the snapshot cache by gateway: every Envoy whose
+// node.cluster names a gateway shares that gateway's snapshot.
+type gatewayHash struct{}
+
+func (gatewayHash) ID(node *corev3.Node) string { return node.GetCluster() }
+
+// Server is tollgate's xDS server.
+type Server struct {
+	log     *slog.Logger
+	cache   cachev3.SnapshotCache
+	xds     serverv3.Server
+	tracker *tracker
+	now     func() time.Time
+
+	mu       sync.RWMutex
+	gateways map[string]bool // keys with a snapshot from the current config
+	served   map[string]bool // every key ever given a snapshot
+}
+
+// NewServer returns a server with no configuration; Apply gives it one.
+func NewServer(ctx context.Context, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		log:      log,
+		tracker:  newTracker(),
+		now:      time.Now,
+		gateways: map[string]bool{},
+		served:   map[string]bool{},
+	}
+	s.cache = cachev3.NewSnapshotCache(true, gatewayHash{}, cacheLogger{log})
+	s.xds = serverv3.NewServer(ctx, s.cache, s.callbacks(), sotw.WithOrderedADS())
+	return s
+}
+
+// Apply translates cfg, checks every resource against Envoy's constraints
+// and publishes one snapshot per gateway. On error nothing is published and
+// the previous configuration keeps being served.
+func (s *Server) Apply(cfg *model.Config) error {
+	out, err := translate.Translate(cfg)
+	if err != nil {
+		return fmt.Errorf("translate: %w", err)
+	}
+	return s.Publish(out)
+}
+
+// Publish serves out. A gateway that disappeared from the policies gets an
+// empty snapshot, so that its Envoys drop what they were told before
+// instead of serving it forever.
+func (s *Server) Publish(out *translate.Output) error {
+	if err := out.Validate(); err != nil {
+		return fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)
+	}
+	snaps := make(map[string]*cachev3.Snapshot, len(out.Gateways))
+	for _, g := range out.Gateways {
+		snap, err := Snapshot(g)
+		if err != nil {
+			return err
+		}
+		snaps[g.Key] = snap
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key := range s.served {
+		if _, ok := snaps[key]; !ok {
+			empty, err := Snapshot(&translate.GatewayResources{Key: key})
+			if err != nil {
+				return err
+			}
+			snaps[key] = empty
+			if s.gateways[key] {
+				s.log.Warn("gateway removed from policies; its Envoys now get an empty configuration", "gateway", key)
+			}
+		}
+	}
+	current := make(map[string]bool, len(out.Gateways))
+	for _, g := range out.Gateways {
+		current[g.Key] = true
+	}
+	for key, snap := range snaps {
+		if err := s.cache.SetSnapshot(context.Background(), key, snap); err != nil {
+			return fmt.Errorf("gateway %s: %w", key, err)
+		}
+		s.served[key] = true
+	}
+	s.gateways = current
+	return nil
+}
+
+// Versions returns the versions a gateway is served, per short type name.
+func (s *Server) Versions(gateway string) map[string]string {
+	snap, err := s.cache.GetSnapshot(gateway)
+	if err != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, typ := range typeOrder {
+		out[shortType(typ)] = snap.GetVersion(typ)
+	}
+	return out
+}
+
+// Status reports every connected node.
+func (s *Server) Status() Status {
+	st := s.tracker.snapshot()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for i := range st.Nodes {
+		st.Nodes[i].KnownGateway = s.gateways[st.Nodes[i].Gateway]
+	}
+	return st
+}
+
+// AdminHandler serves the xDS status as JSON: GET /status/nodes lists every
+// connected Envoy with its gateway, the versions it was sent and ACKed per
+// type and its last NACK.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status/nodes", func(w http.ResponseWriter, _ *http.Request) {
+		WriteJSON(w, s.Status())
+	})
+	mux.HandleFunc("GET /status/gateways", func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.RLock()
+		keys := make([]string, 0, len(s.gateways))
+		for k := range s.gateways {
+			keys = append(keys, k)
+		}
+		s.mu.RUnlock()
+		sort.Strings(keys)
+		out := make(map[string]map[string]string, len(keys))
+		for _, k := range keys {
+			out[k] = s.Versions(k)
+		}
+		WriteJSON(w, out)
+	})
+	return mux
+}
+
+// WriteJSON writes v as indented JSON.
+func WriteJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (s *Server) knownGateway(key string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gateways[key]
+}
+
+// Register adds the ADS service (and the per-type services, for Envoys
+// configured without ADS) to g.
+func (s *Server) Register(g *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+}
+
+// GRPCServerOptions are the options tollgate's gRPC server uses: keepalives
+// that notice a dead Envoy within a minute, and room for many streams.
+func GRPCServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(1 << 20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+}
+
+// Serve serves xDS on lis until ctx ends, then stops gracefully (bounded,
+// since Envoy streams never end on their own).
+func (s *Server) Serve(ctx context.Context, lis net.Listener, opts ...grpc.ServerOption) error {
+	g := grpc.NewServer(append(GRPCServerOptions(), opts...)...)
+	s.Register(g)
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		g.Stop()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// cacheLogger routes go-control-plane's logging to slog at debug level,
+// except for errors.
+type cacheLogger struct{ log *slog.Logger }
+
+func (l cacheLogger) Debugf(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "xds-cache")
+}
+func (l cacheLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "xds-cache")
+}
+func (l cacheLogger) Warnf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...), "component", "xds-cache")
+}
+func (l cacheLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "xds-cache")
+}

@@ -1,0 +1,194 @@
+package xds
+
+import (
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// NodeStatus is what tollgate knows about one connected Envoy stream.
+type NodeStatus struct {
+	NodeID    string    `json:"node_id"`
+	Gateway   string    `json:"gateway"`
+	Stream    string    `json:"stream"` // "sotw" or "delta", with its id
+	Connected time.Time `json:"connected"`
+	// KnownGateway is false when no policy defines the gateway the node
+	// asks for; it gets no resources until one does.
+	KnownGateway bool `json:"known_gateway"`
+	// Acked is the version the node last accepted, per short type name
+	// (clusters, endpoints, listeners, routes, secrets).
+	Acked map[string]string `json:"acked"`
+	// Sent is the version last sent, per type; it differs from Acked while
+	// a response is in flight or after a NACK.
+	Sent     map[string]string `json:"sent"`
+	LastNack *Nack             `json:"last_nack,omitempty"`
+}
+
+// Nack is a response an Envoy rejected.
+type Nack struct {
+	Type    string    `json:"type"`
+	Version string    `json:"version"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// tracker keeps NodeStatus per stream.
+type tracker struct {
+	mu       sync.Mutex
+	streams  map[string]*NodeStatus
+	nonces   map[string]map[string]string // stream → nonce → version, for delta ACKs
+	lastNack *NackRecord
+}
+
+// NackRecord is the most recent NACK from any node.
+type NackRecord struct {
+	NodeID  string `json:"node_id"`
+	Gateway string `json:"gateway"`
+	Nack
+}
+
+func newTracker() *tracker {
+	return &tracker{streams: map[string]*NodeStatus{}, nonces: map[string]map[string]string{}}
+}
+
+func shortType(typeURL string) string {
+	switch {
+	case strings.HasSuffix(typeURL, ".Cluster"):
+		return "clusters"
+	case strings.HasSuffix(typeURL, ".ClusterLoadAssignment"):
+		return "endpoints"
+	case strings.HasSuffix(typeURL, ".Listener"):
+		return "listeners"
+	case strings.HasSuffix(typeURL, ".RouteConfiguration"):
+		return "routes"
+	case strings.HasSuffix(typeURL, ".Secret"):
+		return "secrets"
+	}
+	return typeURL
+}
+
+func (t *tracker) open(stream string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streams[stream] = &NodeStatus{Stream: stream, Connected: now, Acked: map[string]string{}, Sent: map[string]string{}}
+}
+
+func (t *tracker) close(stream string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.streams, stream)
+	delete(t.nonces, stream)
+}
+
+// identify records the node of a stream; it reports whether this is the
+// first time, so that callers log a node once per stream, not per request.
+func (t *tracker) identify(stream, nodeID, gateway string, known bool) (first bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.streams[stream]
+	if s == nil {
+		return false
+	}
+	first = s.NodeID == "" && s.Gateway == ""
+	s.NodeID, s.Gateway, s.KnownGateway = nodeID, gateway, known
+	return first
+}
+
+func (t *tracker) sent(stream, typeURL, version, nonce string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.streams[stream]; s != nil {
+		s.Sent[shortType(typeURL)] = version
+	}
+	if nonce != "" {
+		if t.nonces[stream] == nil {
+			t.nonces[stream] = map[string]string{}
+		}
+		t.nonces[stream][nonce] = version
+	}
+}
+
+// lastSent is the version last sent on the stream for the type.
+func (t *tracker) lastSent(stream, typeURL string) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.streams[stream]
+	if s == nil {
+		return "", false
+	}
+	v, ok := s.Sent[shortType(typeURL)]
+	return v, ok
+}
+
+// versionOfNonce resolves a delta response nonce to the version it carried
+// and forgets it: each nonce is answered once.
+func (t *tracker) versionOfNonce(stream, nonce string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v := t.nonces[stream][nonce]
+	delete(t.nonces[stream], nonce)
+	return v
+}
+
+func (t *tracker) ack(stream, typeURL, version string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.streams[stream]; s != nil {
+		s.Acked[shortType(typeURL)] = version
+	}
+}
+
+func (t *tracker) nack(stream, typeURL, version, msg string, now time.Time) NackRecord {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := Nack{Type: shortType(typeURL), Version: version, Message: msg, At: now}
+	rec := NackRecord{Nack: n}
+	if s := t.streams[stream]; s != nil {
+		s.LastNack = &n
+		rec.NodeID, rec.Gateway = s.NodeID, s.Gateway
+	}
+	t.lastNack = &rec
+	return rec
+}
+
+// Status is the admin view of every connected node.
+type Status struct {
+	Nodes    []NodeStatus `json:"nodes"`
+	LastNack *NackRecord  `json:"last_nack,omitempty"`
+}
+
+func (t *tracker) snapshot() Status {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := Status{Nodes: make([]NodeStatus, 0, len(t.streams))}
+	for _, s := range t.streams {
+		c := *s
+		c.Acked = copyMap(s.Acked)
+		c.Sent = copyMap(s.Sent)
+		if s.LastNack != nil {
+			n := *s.LastNack
+			c.LastNack = &n
+		}
+		st.Nodes = append(st.Nodes, c)
+	}
+	sort.Slice(st.Nodes, func(i, j int) bool {
+		if st.Nodes[i].NodeID != st.Nodes[j].NodeID {
+			return st.Nodes[i].NodeID < st.Nodes[j].NodeID
+		}
+		return st.Nodes[i].Stream < st.Nodes[j].Stream
+	})
+	if t.lastNack != nil {
+		n := *t.lastNack
+		st.LastNack = &n
+	}
+	return st
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
