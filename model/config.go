@@ -155,10 +155,10 @@ func BuildConfig(objs []Object, settings Settings) (*Config, Violations) {
 			continue
 		}
 		v := NewValidator(r, &errs)
-		rc, ok := resolveRoute(r, backends, v)
-		if !ok {
-			continue
-		}
+		rc := resolveRoute(r, backends, v)
+		// Attach even a route with dangling backends, so that its parent
+		// references are checked too; any violation stops the whole
+		// config from being served anyway.
 		attach(rc, gateways, v)
 	}
 	if len(errs) > 0 {
@@ -197,8 +197,7 @@ func resolveBackend(b *Backend) *BackendConfig {
 	return bc
 }
 
-func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) (*RouteConfig, bool) {
-	ok := true
+func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) *RouteConfig {
 	ns := RefOf(r).Namespace
 	rc := &RouteConfig{Ref: RefOf(r), Route: r, Hostnames: r.Spec.Hostnames}
 	for i, rule := range r.Spec.Rules {
@@ -208,19 +207,24 @@ func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) (
 			timeout = rule.Timeouts.Request.Duration
 		}
 		resolved := &RuleConfig{Index: i, Name: rule.Name, Matches: rule.Matches, Timeout: timeout}
+		seen := map[Ref]int{}
 		for j, br := range rule.BackendRefs {
 			ref := LocalRef{Name: br.Name, Namespace: br.Namespace}.Resolve(KindBackend, ns)
+			if k, dup := seen[ref]; dup {
+				v.Errorf(fmt.Sprintf("spec.rules[%d].backendRefs[%d].name", i, j), "%s is already listed at backendRefs[%d]: give it one entry with the combined weight", ref, k)
+				continue
+			}
+			seen[ref] = j
 			b, found := backends[ref]
 			if !found {
 				v.Errorf(fmt.Sprintf("spec.rules[%d].backendRefs[%d].name", i, j), "%s does not exist", ref)
-				ok = false
 				continue
 			}
 			resolved.Backends = append(resolved.Backends, WeightedBackend{Backend: b, Weight: br.EffectiveWeight()})
 		}
 		rc.Rules = append(rc.Rules, resolved)
 	}
-	return rc, ok
+	return rc
 }
 
 func attach(rc *RouteConfig, gateways map[Ref]*GatewayConfig, v *Validator) {

@@ -147,15 +147,43 @@ func (s *Scheme) decodeDocument(file string, root *yaml.Node) (Object, Violation
 	for _, e := range d.errs {
 		errs = append(errs, Violation{File: file, Line: e.line, Object: object, Field: e.path, Msg: e.msg})
 	}
-	if len(d.errs) > 0 {
-		return nil, errs
+	// Validate even when decoding failed, so that one pass reports every
+	// problem; but drop what validation says about fields that failed to
+	// decode (their zero value would only add "is required" noise).
+	var semantic Violations
+	validateMeta(NewValidator(obj, &semantic), obj.GetMeta())
+	obj.Validate(NewValidator(obj, &semantic))
+	for _, v := range semantic {
+		if !overlapsAny(v.Field, d.errs) {
+			errs = append(errs, v)
+		}
 	}
-	validateMeta(NewValidator(obj, &errs), obj.GetMeta())
-	obj.Validate(NewValidator(obj, &errs))
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return obj, nil
+}
+
+// overlapsAny reports whether path is, contains or lies under a path that
+// failed to decode.
+func overlapsAny(path string, failed []pathError) bool {
+	for _, f := range failed {
+		if within(path, f.path) || within(f.path, path) {
+			return true
+		}
+	}
+	return false
+}
+
+func within(path, ancestor string) bool {
+	if ancestor == "" || path == ancestor {
+		return true
+	}
+	if !strings.HasPrefix(path, ancestor) {
+		return false
+	}
+	next := path[len(ancestor)]
+	return next == '.' || next == '['
 }
 
 type pathError struct {

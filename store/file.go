@@ -141,10 +141,7 @@ func (f *FileSource) Sync(st *Store) error {
 	if err != nil {
 		return err
 	}
-	if err := violations.Err(); err != nil {
-		return err
-	}
-	_, err = st.Replace(f.Name(), objs)
+	_, err = st.Replace(f.Name(), objs, violations)
 	return err
 }
 

@@ -69,8 +69,11 @@ func New(opts Options) (*Store, error) {
 
 // Replace swaps every object of source for objs in one transaction. It
 // returns the new Config, or the reasons the change was refused; in that
-// case nothing changes.
-func (s *Store) Replace(source string, objs []model.Object) (*model.Config, error) {
+// case nothing changes. decodeErrs are the source's own violations (objects
+// it could not decode): they refuse the change too, and are reported
+// together with whatever resolving the rest finds, so that one pass shows
+// every problem.
+func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Violations) (*model.Config, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	txn := s.db.Txn(true)
@@ -89,6 +92,7 @@ func (s *Store) Replace(source string, objs []model.Object) (*model.Config, erro
 		return nil, err
 	}
 	cfg, violations := model.BuildConfig(all, s.opts.Settings)
+	violations = append(append(model.Violations(nil), decodeErrs...), violations...)
 	if err := violations.Err(); err != nil {
 		s.lastErr = err
 		return nil, err
