@@ -149,7 +149,9 @@ func TestWatchKeepsLastGoodConfig(t *testing.T) {
 	// reported, nothing changes.
 	write(t, filepath.Join(dir, "route.yaml"), route("a", "missing"))
 	write(t, filepath.Join(dir, "broken.yaml"), "kind: [")
-	err := w.until(t, func(err error) bool { return err != nil && strings.Contains(err.Error(), "missing") && strings.Contains(err.Error(), "broken.yaml") })
+	err := w.until(t, func(err error) bool {
+		return err != nil && strings.Contains(err.Error(), "missing") && strings.Contains(err.Error(), "broken.yaml")
+	})
 	vs, ok := model.AsViolations(err)
 	require.True(t, ok)
 	require.Len(t, vs, 2, "%v", vs)
