@@ -33,8 +33,11 @@ type serveConfig struct {
 	LogFormat      string
 }
 
-func newServeCmd() *cobra.Command {
-	v := viper.New()
+func newServeCmd() *cobra.Command { return newServeCmdWith(viper.New()) }
+
+// newServeCmdWith binds serve's flags, TOLLGATE_* variables and config file
+// keys to v.
+func newServeCmdWith(v *viper.Viper) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve --policies DIR",
 		Short: "Serve the policies in DIR to Envoys over ADS, following every change",
