@@ -169,6 +169,7 @@ func (f *FileSource) Watch(ctx context.Context, st *Store, onSync func(error)) e
 			if !ok {
 				return nil
 			}
+			f.log.Debug("policy directory event", "event", ev.String())
 			if ev.Has(fsnotify.Create) {
 				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() && !strings.HasPrefix(filepath.Base(ev.Name), ".") {
 					// Files may have landed before the watch did; the

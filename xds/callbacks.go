@@ -35,7 +35,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				// is up to date with what it rejected: the cache then
 				// answers only when the configuration really changes.
 				rejected, _ := s.tracker.lastSent(stream, req.GetTypeUrl())
-				s.recordNack(stream, req.GetNode(), req.GetTypeUrl(), rejected, req.GetErrorDetail().GetMessage())
+				s.recordNack(stream, req.GetTypeUrl(), rejected, req.GetErrorDetail().GetMessage())
 				if rejected != "" {
 					req.VersionInfo = rejected
 				}
@@ -69,7 +69,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			// does not make the cache resend; it only needs recording.
 			version := s.tracker.versionOfNonce(stream, req.GetResponseNonce())
 			if req.GetErrorDetail() != nil {
-				s.recordNack(stream, req.GetNode(), req.GetTypeUrl(), version, req.GetErrorDetail().GetMessage())
+				s.recordNack(stream, req.GetTypeUrl(), version, req.GetErrorDetail().GetMessage())
 				return nil
 			}
 			s.tracker.ack(stream, req.GetTypeUrl(), version)
@@ -102,8 +102,10 @@ func (s *Server) identify(stream string, node *corev3.Node) {
 	}
 }
 
-func (s *Server) recordNack(stream string, node *corev3.Node, typeURL, version, msg string) {
+// recordNack logs and records a NACK. The node comes from the stream, since
+// only the first request of a delta stream carries it.
+func (s *Server) recordNack(stream, typeURL, version, msg string) {
 	rec := s.tracker.nack(stream, typeURL, version, msg, s.now())
 	s.log.Error("envoy rejected configuration (NACK)",
-		"node", node.GetId(), "gateway", node.GetCluster(), "type", rec.Type, "version", version, "message", msg)
+		"node", rec.NodeID, "gateway", rec.Gateway, "type", rec.Type, "version", version, "message", msg)
 }

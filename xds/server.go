@@ -47,9 +47,10 @@ type Server struct {
 	tracker *tracker
 	now     func() time.Time
 
-	mu       sync.RWMutex
-	gateways map[string]bool // keys with a snapshot from the current config
-	served   map[string]bool // every key ever given a snapshot
+	publishMu sync.Mutex
+	mu        sync.RWMutex
+	gateways  map[string]bool // keys with a snapshot from the current config
+	served    map[string]bool // every key ever given a snapshot
 }
 
 // NewServer returns a server with no configuration; Apply gives it one.
@@ -95,31 +96,49 @@ func (s *Server) Publish(out *translate.Output) error {
 		}
 		snaps[g.Key] = snap
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// publishMu serialises publications; mu only guards the maps, and is
+	// never held while the cache delivers responses: a Delta stream's
+	// callbacks read the maps while the cache waits for that stream.
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	s.mu.RLock()
 	for key := range s.served {
-		if _, ok := snaps[key]; !ok {
-			empty, err := Snapshot(&translate.GatewayResources{Key: key})
-			if err != nil {
-				return err
-			}
-			snaps[key] = empty
-			if s.gateways[key] {
-				s.log.Warn("gateway removed from policies; its Envoys now get an empty configuration", "gateway", key)
-			}
+		if _, ok := snaps[key]; ok {
+			continue
+		}
+		empty, err := Snapshot(&translate.GatewayResources{Key: key})
+		if err != nil {
+			s.mu.RUnlock()
+			return err
+		}
+		snaps[key] = empty
+		if s.gateways[key] {
+			s.log.Warn("gateway removed from policies; its Envoys now get an empty configuration", "gateway", key)
 		}
 	}
+	s.mu.RUnlock()
 	current := make(map[string]bool, len(out.Gateways))
 	for _, g := range out.Gateways {
 		current[g.Key] = true
 	}
-	for key, snap := range snaps {
-		if err := s.cache.SetSnapshot(context.Background(), key, snap); err != nil {
-			return fmt.Errorf("gateway %s: %w", key, err)
-		}
+	// Known gateways are updated first, so that an Envoy connecting while
+	// its gateway appears is logged as known.
+	s.mu.Lock()
+	s.gateways = current
+	for key := range snaps {
 		s.served[key] = true
 	}
-	s.gateways = current
+	s.mu.Unlock()
+	keys := make([]string, 0, len(snaps))
+	for key := range snaps {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		if err := s.cache.SetSnapshot(context.Background(), key, snaps[key]); err != nil {
+			return fmt.Errorf("gateway %s: %w", key, err)
+		}
+	}
 	return nil
 }
 

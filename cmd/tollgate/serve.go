@@ -110,6 +110,7 @@ type instance struct {
 	Store     *store.Store
 	XDS       *xds.Server
 	wait      func() error
+	stop      func() // set by tests
 }
 
 // start loads the policies, refusing to start on any violation, then serves
