@@ -91,10 +91,11 @@ type Address struct {
 	Port uint32
 }
 
-// Gateway returns the named gateway's config, or nil.
-func (c *Config) Gateway(name string) *GatewayConfig {
+// Gateway returns the config of the gateway with the key (see GatewayKey),
+// or nil.
+func (c *Config) Gateway(key string) *GatewayConfig {
 	for _, g := range c.Gateways {
-		if g.Ref.Name == name {
+		if GatewayKey(g.Ref) == key {
 			return g
 		}
 	}

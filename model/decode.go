@@ -75,7 +75,7 @@ func (s *Scheme) Decode(file string, data []byte) ([]Object, Violations) {
 			break
 		}
 		if err != nil {
-			v := Violation{File: file, Msg: "invalid YAML: " + err.Error()}
+			v := Violation{File: file, Msg: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
 				v.Line, _ = strconv.Atoi(m[1])
 				v.Msg = "invalid YAML: " + m[2]
@@ -83,8 +83,8 @@ func (s *Scheme) Decode(file string, data []byte) ([]Object, Violations) {
 			errs = append(errs, v)
 			break
 		}
-		if len(doc.Content) == 0 {
-			continue // an empty document between two '---'
+		if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+			continue // an empty document, e.g. after a trailing '---'
 		}
 		obj, verrs := s.decodeDocument(file, doc.Content[0])
 		errs = append(errs, verrs...)
@@ -107,11 +107,11 @@ func (s *Scheme) decodeDocument(file string, root *yaml.Node) (Object, Violation
 	}
 	var kindNode, apiNode *yaml.Node
 	for i := 0; i+1 < len(root.Content); i += 2 {
-		switch root.Content[i].Value {
+		switch resolveAlias(root.Content[i]).Value {
 		case "kind":
-			kindNode = root.Content[i+1]
+			kindNode = resolveAlias(root.Content[i+1])
 		case "apiVersion":
-			apiNode = root.Content[i+1]
+			apiNode = resolveAlias(root.Content[i+1])
 		}
 	}
 	if apiNode == nil {
@@ -137,7 +137,7 @@ func (s *Scheme) decodeDocument(file string, root *yaml.Node) (Object, Violation
 	d := &nodeDecoder{src: src}
 	d.decode(root, reflect.ValueOf(obj).Elem(), "")
 	name := obj.GetMeta().Name
-	if name == "" && len(d.errs) == 0 {
+	if name == "" && !overlapsAny("metadata.name", d.errs) {
 		d.errs = append(d.errs, pathError{path: "metadata.name", line: src.LineOf("metadata"), msg: "is required"})
 	}
 	object := kindNode.Value + "/" + name
@@ -195,9 +195,14 @@ type pathError struct {
 // nodeDecoder decodes a yaml.Node into a Go value strictly: unknown fields,
 // duplicate keys and type mismatches are all collected, with their paths.
 type nodeDecoder struct {
-	src  *Source
-	errs []pathError
+	src    *Source
+	errs   []pathError
+	visits int
 }
+
+// maxNodesPerDocument bounds the values one document may decode to, far
+// above any real policy (a 10,000-route file has about 300,000).
+const maxNodesPerDocument = 1_000_000
 
 func (d *nodeDecoder) fail(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, pathError{path: path, line: n.Line, msg: fmt.Sprintf(format, args...)})
@@ -247,6 +252,15 @@ var scalarDecoderType = reflect.TypeOf((*scalarDecoder)(nil)).Elem()
 
 func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	n = resolveAlias(n)
+	// Aliases can make a small document expand enormously (each level of
+	// aliases multiplies the one below); refuse before that costs real
+	// time and memory.
+	if d.visits++; d.visits > maxNodesPerDocument {
+		if d.visits == maxNodesPerDocument+1 {
+			d.fail(n, path, "the document expands to more than %d values through aliases: write it out or use fewer nested aliases", maxNodesPerDocument)
+		}
+		return
+	}
 	if path != "" {
 		if _, seen := d.src.Fields[path]; !seen {
 			d.src.Fields[path] = n.Line
@@ -314,18 +328,28 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetString(n.Value)
 	case reflect.Bool:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		var b bool
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
 			d.fail(n, path, "must be true or false, got %s", describe(n))
 			return
 		}
-		v.SetBool(n.Value == "true" || n.Value == "True" || n.Value == "TRUE")
+		v.SetBool(b)
 	case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint32, reflect.Uint64, reflect.Uint16:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
 			d.fail(n, path, "must be an integer, got %s", describe(n))
 			return
 		}
-		i, err := strconv.ParseInt(n.Value, 0, 64)
-		if err != nil || overflows(v, i) {
+		var i int64
+		if err := n.Decode(&i); err != nil {
+			var u uint64
+			if n.Decode(&u) == nil {
+				d.fail(n, path, "integer %s is out of range", n.Value)
+			} else {
+				d.fail(n, path, "must be an integer, got %q", n.Value)
+			}
+			return
+		}
+		if overflows(v, i) {
 			d.fail(n, path, "integer %s is out of range", n.Value)
 			return
 		}

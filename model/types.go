@@ -237,10 +237,13 @@ func (b *Backend) Validate(v *Validator) {
 		preset = p
 	}
 	host := b.EffectiveHostname()
+	hostnameOK := true
 	switch {
 	case s.Hostname != "" && !validHostname(s.Hostname):
+		hostnameOK = false
 		v.Errorf("spec.hostname", "%q must be a DNS name without scheme, port or wildcard", s.Hostname)
 	case host == "" && len(s.Addresses) == 0:
+		hostnameOK = false
 		if preset.HostnameHint != "" {
 			v.Errorf("spec.hostname", "is required for provider %q: %s", s.Provider, preset.HostnameHint)
 		} else {
@@ -268,7 +271,7 @@ func (b *Backend) Validate(v *Validator) {
 	default:
 		v.Errorf("spec.protocol", "%q is not supported: use auto, HTTP/1.1 or HTTP/2", s.Protocol)
 	}
-	if b.TLSEnabled() && host == "" {
+	if b.TLSEnabled() && host == "" && hostnameOK {
 		v.Errorf("spec.hostname", "is required with TLS: it is the SNI and the name verified in the certificate (or set tls: false)")
 	}
 	if s.Region != "" && !dns1123Label.MatchString(s.Region) {
@@ -500,12 +503,13 @@ func validateMatch(v *Validator, p string, m RouteMatch) {
 }
 
 func validateValueMatch(v *Validator, p string, m ValueMatch, header bool) {
-	if m.Name == "" {
+	switch {
+	case m.Name == "":
 		v.Errorf(p+".name", "is required")
-	} else if header && (!headerNameRE.MatchString(m.Name)) {
+	case header && strings.HasPrefix(m.Name, ":"):
+		v.Errorf(p+".name", "%q: pseudo-headers cannot be matched here (use path, method or the route's hostnames)", m.Name)
+	case header && !headerNameRE.MatchString(m.Name):
 		v.Errorf(p+".name", "%q is not a valid header name", m.Name)
-	} else if header && strings.HasPrefix(m.Name, ":") {
-		v.Errorf(p+".name", "%q: pseudo-headers cannot be matched here (use path or method)", m.Name)
 	}
 	switch m.Type {
 	case "", MatchExact:

@@ -19,9 +19,7 @@ const tableObjects = "objects"
 
 // entry is one object as the index stores it.
 type entry struct {
-	// ID is source + "\x00" + Kind/namespace/name: unique per source, so
-	// that two sources defining one object is a duplicate the model
-	// reports, not a silent overwrite.
+	// ID is unique per source, file, line and object.
 	ID     string
 	Source string
 	Object model.Object
@@ -82,7 +80,11 @@ func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Vio
 		return nil, fmt.Errorf("store index: %w", err)
 	}
 	for _, o := range objs {
-		id := source + "\x00" + model.RefOf(o).String()
+		// Keyed by where the object was read, not by its name: two objects
+		// of one name must both reach BuildConfig, which reports the
+		// duplicate, instead of one silently replacing the other here.
+		src := o.GetSource()
+		id := fmt.Sprintf("%s\x00%s\x00%09d\x00%s", source, src.File, src.Line, model.RefOf(o))
 		if err := txn.Insert(tableObjects, &entry{ID: id, Source: source, Object: o}); err != nil {
 			return nil, fmt.Errorf("store index: %w", err)
 		}

@@ -79,3 +79,19 @@ func TestServeRefusesInvalidPolicies(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "bad.yaml:4: Gateway/g: spec.listeners[0].tls: unknown field \"tls\"")
 }
+
+// TestValidateBrokenCorpus runs validate on a directory with one of each
+// kind of mistake and expects every violation, with file and line, and exit
+// code 1.
+func TestValidateBrokenCorpus(t *testing.T) {
+	want, err := os.ReadFile("testdata/broken/EXPECTED.txt")
+	require.NoError(t, err)
+	t.Chdir("testdata/broken")
+	code, out, errOut := cli(t, "validate", ".")
+	require.Equal(t, 1, code)
+	require.Empty(t, out)
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	wantLines := strings.Split(strings.TrimSpace(string(want)), "\n")
+	require.Equal(t, wantLines, lines[:len(lines)-1])
+	require.Equal(t, "11 violation(s) in .", lines[len(lines)-1])
+}
