@@ -989,7 +989,9 @@ func TestSchemeKinds(t *testing.T) {
 // Nested aliases that would expand a small file into billions of values are
 // refused quickly instead of exhausting memory.
 func TestDecodeAliasExpansionIsBounded(t *testing.T) {
-	refs := func(anchor string) string { return "[" + strings.TrimSuffix(strings.Repeat("*"+anchor+", ", 300), ", ") + "]" }
+	refs := func(anchor string) string {
+		return "[" + strings.TrimSuffix(strings.Repeat("*"+anchor+", ", 300), ", ") + "]"
+	}
 	doc := "apiVersion: tollgate.dev/v1alpha1\nkind: HTTPRoute\nmetadata: {name: bomb}\n" +
 		"x: [&h {name: a, value: b}, &m {headers: " + refs("h") + "}, &r {matches: " + refs("m") + ", backendRefs: [{name: x}]}]\n" +
 		"spec:\n  parentRefs: [{name: g}]\n  rules: " + refs("r") + "\n"
