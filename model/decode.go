@@ -158,6 +158,11 @@ func (s *Scheme) decodeDocument(file string, root *yaml.Node) (Object, Violation
 			errs = append(errs, v)
 		}
 	}
+	if len(errs) > maxViolationsPerDocument {
+		more := len(errs) - maxViolationsPerDocument
+		errs = append(errs[:maxViolationsPerDocument], Violation{File: file, Line: root.Line, Object: object,
+			Msg: fmt.Sprintf("and %d more violations in this document", more)})
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -205,8 +210,16 @@ type nodeDecoder struct {
 const maxNodesPerDocument = 1_000_000
 
 func (d *nodeDecoder) fail(n *yaml.Node, path, format string, args ...any) {
+	if len(d.errs) >= maxViolationsPerDocument {
+		return
+	}
 	d.errs = append(d.errs, pathError{path: path, line: n.Line, msg: fmt.Sprintf(format, args...)})
 }
+
+// maxViolationsPerDocument caps what one document reports: past a hundred,
+// more lines help nobody, and a hostile document could otherwise make
+// tollgate produce millions.
+const maxViolationsPerDocument = 100
 
 func resolveAlias(n *yaml.Node) *yaml.Node {
 	for n != nil && n.Kind == yaml.AliasNode {

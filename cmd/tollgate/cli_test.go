@@ -95,3 +95,20 @@ func TestValidateBrokenCorpus(t *testing.T) {
 	require.Equal(t, wantLines, lines[:len(lines)-1])
 	require.Equal(t, "11 violation(s) in .", lines[len(lines)-1])
 }
+
+// TestExamples checks that every example is a complete policy set that
+// validates and has a README.
+func TestExamples(t *testing.T) {
+	dirs, err := filepath.Glob("../../examples/*")
+	require.NoError(t, err)
+	require.NotEmpty(t, dirs)
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			_, err := os.Stat(filepath.Join(dir, "README.md"))
+			require.NoError(t, err, "every example needs a README.md")
+			code, out, errOut := cli(t, "validate", dir)
+			require.Equal(t, 0, code, errOut)
+			require.Contains(t, out, "ok")
+		})
+	}
+}
