@@ -159,8 +159,9 @@ func (f *FileSource) Watch(ctx context.Context, st *Store, onSync func(error)) e
 	if err := f.addTree(w, f.dir); err != nil {
 		return err
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	// Whatever changed between the caller's initial load and the watch
+	// being in place produced no event: reload once now to catch it.
+	timer := time.NewTimer(0)
 	for {
 		select {
 		case <-ctx.Done():

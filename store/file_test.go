@@ -62,14 +62,14 @@ func watch(t *testing.T, dir string) *watched {
 	require.NoError(t, src.Sync(st), "initial load")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	ready := make(chan struct{})
 	go func() {
 		defer close(done)
-		close(ready)
 		_ = src.Watch(ctx, st, func(err error) { w.results <- err })
 	}()
-	<-ready
 	t.Cleanup(func() { cancel(); <-done })
+	// Watch reloads once as soon as its watches are in place; after that,
+	// every change produces an event.
+	require.NoError(t, <-w.results)
 	return w
 }
 
