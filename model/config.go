@@ -17,6 +17,9 @@ type Config struct {
 	Objects []Object
 	// Settings are tollgate-wide settings that shape the output.
 	Settings Settings
+	// Conditions report policy outcomes that are not errors (a policy that
+	// lost a conflict, a backend that failed verification).
+	Conditions []Condition
 }
 
 // Settings are the parts of tollgate's own configuration that translation
@@ -63,6 +66,16 @@ type RuleConfig struct {
 	Backends []WeightedBackend
 	// Timeout is the whole-request timeout; 0 disables it.
 	Timeout time.Duration
+	// TimeoutSet is true when the rule sets its own timeout, which then
+	// wins over the backends' EgressPolicy.
+	TimeoutSet bool
+	// StreamIdleTimeout, when set, bounds the time without any byte in
+	// either direction (from the backends' EgressPolicy).
+	StreamIdleTimeout *time.Duration
+	// AllowedSources lists, per restricted backend of the rule, the CIDRs a
+	// client must come from: a request may reach any backend of the rule, so
+	// it must satisfy all of them.
+	AllowedSources [][]string
 }
 
 // WeightedBackend is a resolved backendRef.
@@ -83,6 +96,106 @@ type BackendConfig struct {
 	Protocol  string
 	Region    string
 	Provider  string
+
+	// TLSPolicy is the BackendTLSPolicy's effect; nil means the defaults
+	// (system trust bundle, SAN = hostname).
+	TLSPolicy *BackendTLS
+	// Credential is what the gateway injects on requests to this backend.
+	Credential *Credential
+	// Egress are the EgressPolicy's settings.
+	Egress EgressSettings
+}
+
+// BackendTLS is the effective TLS client configuration of a backend.
+type BackendTLS struct {
+	// Policy is the BackendTLSPolicy this comes from.
+	Policy Ref
+	// SNI sent to the backend.
+	SNI string
+	// SANs the certificate must carry (any of them).
+	SANs []SAN
+	// CA is a PEM bundle; nil means the system trust bundle.
+	CA []byte
+	// CRL is a PEM CRL list, or nil.
+	CRL []byte
+	// SPKIPins are base64 SHA-256 SPKI hashes; CertHashes hex SHA-256
+	// certificate hashes. When both are set, either may match (Envoy's
+	// semantics).
+	SPKIPins   []string
+	CertHashes []string
+	// MinVersion is TLSv1_2 or TLSv1_3.
+	MinVersion string
+	// ALPN overrides the protocols offered.
+	ALPN []string
+	// ClientCert and ClientKey are PEM, for mTLS to the backend.
+	ClientCert []byte
+	ClientKey  []byte
+}
+
+// SAN is a subject alternative name to match.
+type SAN struct {
+	Type  string // DNS or URI
+	Value string
+}
+
+// Credential kinds.
+const (
+	CredentialAPIKey   = "APIKey"
+	CredentialOAuth2   = "OAuth2"
+	CredentialAWSSigV4 = "AWSSigV4"
+)
+
+// Credential is what a CredentialInjector makes the gateway add to every
+// request sent to one backend.
+type Credential struct {
+	// Policy is the CredentialInjector this comes from.
+	Policy Ref
+	Kind   string
+	// Header, Prefix and Secret: an API key sent as Header: Prefix+Secret.
+	Header string
+	Prefix string
+	Secret []byte
+	// StaticHeaders are non-secret headers the provider requires (e.g.
+	// anthropic-version).
+	StaticHeaders map[string]string
+	OAuth2        *OAuth2Credential
+	AWS           *AWSCredential
+}
+
+// OAuth2Credential is an OAuth2 client-credentials grant.
+type OAuth2Credential struct {
+	TokenHost    string
+	TokenPort    uint32
+	TokenURL     string
+	ClientID     string
+	ClientSecret []byte
+	Scopes       []string
+}
+
+// AWSCredential signs requests with AWS SigV4.
+type AWSCredential struct {
+	Region  string
+	Service string
+	// AccessKeyID and SecretAccessKey are nil when Envoy uses its host's
+	// credential chain (environment, instance profile, web identity).
+	AccessKeyID     []byte
+	SecretAccessKey []byte
+	SessionToken    []byte
+}
+
+// EgressSettings are a backend's EgressPolicy settings; nil means Envoy's or
+// tollgate's default.
+type EgressSettings struct {
+	Policy             *Ref
+	ConnectTimeout     *time.Duration
+	RequestTimeout     *time.Duration
+	IdleTimeout        *time.Duration
+	StreamIdleTimeout  *time.Duration
+	MaxConnections     *uint32
+	MaxPendingRequests *uint32
+	MaxRequests        *uint32
+	// AllowedSourceCIDRs restricts which workloads may use the backend.
+	AllowedSourceCIDRs []string
 }
 
 // Address is an IP and port.
@@ -203,11 +316,11 @@ func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) *
 	rc := &RouteConfig{Ref: RefOf(r), Route: r, Hostnames: r.Spec.Hostnames}
 	for i, rule := range r.Spec.Rules {
 		rule := rule
-		timeout := DefaultRequestTimeout
+		timeout, set := DefaultRequestTimeout, false
 		if rule.Timeouts != nil && rule.Timeouts.Request != nil {
-			timeout = rule.Timeouts.Request.Duration
+			timeout, set = rule.Timeouts.Request.Duration, true
 		}
-		resolved := &RuleConfig{Index: i, Name: rule.Name, Matches: rule.Matches, Timeout: timeout}
+		resolved := &RuleConfig{Index: i, Name: rule.Name, Matches: rule.Matches, Timeout: timeout, TimeoutSet: set}
 		seen := map[Ref]int{}
 		for j, br := range rule.BackendRefs {
 			ref := LocalRef{Name: br.Name, Namespace: br.Namespace}.Resolve(KindBackend, ns)

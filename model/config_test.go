@@ -206,7 +206,7 @@ func TestBuildConfig(t *testing.T) {
 	alpha := def.Listeners[1].Routes[0]
 	require.Len(t, alpha.Rules, 3)
 	require.Equal(t, RuleConfig{Index: 0, Name: "streaming", Matches: []RouteMatch{{Path: &PathMatch{Value: "/v1"}}},
-		Backends: []WeightedBackend{{Backend: cfg.Backends[0], Weight: 1}}, Timeout: 0}, *alpha.Rules[0])
+		Backends: []WeightedBackend{{Backend: cfg.Backends[0], Weight: 1}}, Timeout: 0, TimeoutSet: true}, *alpha.Rules[0])
 	require.Equal(t, 10*time.Minute, alpha.Rules[1].Timeout)
 	require.Equal(t, 2, alpha.Rules[2].Index)
 	require.Equal(t, DefaultRequestTimeout, alpha.Rules[2].Timeout)

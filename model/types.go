@@ -47,10 +47,14 @@ func validateMeta(v *Validator, m *ObjectMeta) {
 	}
 }
 
-// validHostname reports whether h is a DNS name (no wildcard, no port).
-func validHostname(h string) bool {
+// ValidHostname reports whether h is a DNS name (no wildcard, no port).
+func ValidHostname(h string) bool {
 	return len(h) <= 253 && hostnameRE.MatchString(h) && !strings.HasPrefix(h, "*.")
 }
+
+// ValidHeaderName reports whether h is a valid HTTP header name (no
+// pseudo-headers).
+func ValidHeaderName(h string) bool { return headerNameRE.MatchString(h) }
 
 // ---- Gateway ----------------------------------------------------------------
 
@@ -239,7 +243,7 @@ func (b *Backend) Validate(v *Validator) {
 	host := b.EffectiveHostname()
 	hostnameOK := true
 	switch {
-	case s.Hostname != "" && !validHostname(s.Hostname):
+	case s.Hostname != "" && !ValidHostname(s.Hostname):
 		hostnameOK = false
 		v.Errorf("spec.hostname", "%q must be a DNS name without scheme, port or wildcard", s.Hostname)
 	case host == "" && len(s.Addresses) == 0:

@@ -1,33 +1,101 @@
 // Package policies is where every policy kind plugs in. Each kind lives in
 // its own folder (policies/<kind>/) with its spec type, validation, scope
 // rules and lowering into the model's effective settings, and is listed in
-// kinds below.
+// Kinds below.
 //
-// Lowering runs in the order of kinds: a later kind may read what an earlier
+// Lowering runs in the order of Kinds: a later kind may read what an earlier
 // one set. Precedence across scopes (HTTPRoute over Backend over Gateway) is
 // each kind's own business, applied field by field while lowering.
 package policies
 
-import "github.com/tollgate-dev/tollgate/model"
+import (
+	"fmt"
+	"slices"
 
-// Kind is one policy kind.
-type Kind struct {
-	// Name is the YAML kind, e.g. BackendTLSPolicy.
-	Name string
-	// New returns an empty object of the kind for the decoder.
-	New func() model.Object
+	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/policies/backendtls"
+	"github.com/tollgate-dev/tollgate/policies/credentialinjector"
+	"github.com/tollgate-dev/tollgate/policies/egresspolicy"
+	"github.com/tollgate-dev/tollgate/policies/policy"
+)
+
+// Kinds lists the policy kinds in lowering order. The core kinds (Gateway,
+// Backend, HTTPRoute) are the model's own.
+var Kinds = []policy.Kind{
+	backendtls.Kind,
+	credentialinjector.Kind,
+	egresspolicy.Kind,
 }
-
-// kinds lists the policy kinds in lowering order. The core kinds (Gateway,
-// Backend, HTTPRoute) are the model's own and always come first.
-var kinds = []Kind{}
 
 // NewScheme returns a scheme that decodes the core kinds and every policy
 // kind.
 func NewScheme() *model.Scheme {
 	s := model.NewScheme()
-	for _, k := range kinds {
+	for _, k := range Kinds {
 		s.Register(k.Name, k.New)
 	}
 	return s
+}
+
+// MaterialKeys lists what the policies in objs read from files and the
+// environment, for the store to load.
+func MaterialKeys(objs []model.Object) []string {
+	var keys []string
+	for _, o := range objs {
+		if u, ok := o.(model.MaterialUser); ok {
+			for _, s := range u.Materials() {
+				keys = append(keys, model.MaterialKey(o, s))
+			}
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// Lower attaches every policy of cfg to its targets and applies it to the
+// effective settings. It reports targets that do not exist or that the
+// kind cannot attach to; two policies of one kind on one target conflict,
+// and the one whose name sorts first wins while the other gets a condition.
+func Lower(cfg *model.Config, materials model.Materials) model.Violations {
+	var errs model.Violations
+	idx := policy.NewIndex(cfg)
+	for _, k := range Kinds {
+		claimed := map[model.Ref]model.Ref{} // target → winning policy
+		for _, o := range cfg.Objects {
+			if o.GetTypeMeta().Kind != k.Name {
+				continue
+			}
+			p := o.(model.Policy)
+			pref := model.RefOf(p)
+			v := model.NewValidator(p, &errs)
+			for i, t := range p.Targets() {
+				path := fmt.Sprintf("spec.targetRefs[%d]", i)
+				if !slices.Contains(k.Scopes, t.Kind) {
+					v.Errorf(path+".kind", "%s", model.ScopeError(k.Name, fmt.Sprintf("%q", t.Kind), k.Scopes, k.ScopeReason))
+					continue
+				}
+				target := t.Ref(pref.Namespace)
+				if !idx.Exists(target) {
+					v.Errorf(path+".name", "%s does not exist", target)
+					continue
+				}
+				if winner, taken := claimed[target]; taken {
+					cfg.Conditions = append(cfg.Conditions, model.Condition{
+						Object: pref.String(), Type: "Accepted", Status: false, Reason: "Conflicted",
+						Message: fmt.Sprintf("%s already applies %s to %s; only one %s may target an object", winner, k.Name, target, k.Name),
+					})
+					continue
+				}
+				claimed[target] = pref
+				k.Lower(policy.Context{Config: cfg, Index: idx, Materials: materials, Validator: v, Path: path}, p, target)
+			}
+		}
+	}
+	for _, k := range Kinds {
+		if k.Finish != nil {
+			k.Finish(cfg, idx)
+		}
+	}
+	model.SortConditions(cfg.Conditions)
+	return errs
 }

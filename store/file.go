@@ -34,6 +34,8 @@ type FileSource struct {
 
 	mu    sync.Mutex
 	cache map[string]cachedFile // path → last decode, reused while unchanged
+
+	materialDirs map[string]bool // only touched by Watch's goroutine
 }
 
 type cachedFile struct {
@@ -47,7 +49,7 @@ func NewFileSource(dir string, scheme *model.Scheme, log *slog.Logger) *FileSour
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &FileSource{dir: dir, scheme: scheme, log: log, debounce: DefaultDebounce, cache: map[string]cachedFile{}}
+	return &FileSource{dir: dir, scheme: scheme, log: log, debounce: DefaultDebounce, cache: map[string]cachedFile{}, materialDirs: map[string]bool{}}
 }
 
 // SetDebounce changes the quiet period before a reload.
@@ -190,11 +192,30 @@ func (f *FileSource) Watch(ctx context.Context, st *Store, onSync func(error)) e
 			timer.Reset(f.debounce)
 		case <-timer.C:
 			err := f.Sync(st)
+			f.watchMaterials(w, st)
 			f.report(err)
 			if onSync != nil {
 				onSync(err)
 			}
 		}
+	}
+}
+
+// watchMaterials adds a watch on the directory of every file the policies
+// read (CA bundles, keys, API key files), wherever it is: replacing such a
+// file, atomically or not, is a change like any other. Directories, not
+// files, are watched, so that rename-replacements are seen.
+func (f *FileSource) watchMaterials(w *fsnotify.Watcher, st *Store) {
+	for _, file := range st.MaterialFiles() {
+		dir := filepath.Dir(file)
+		if f.materialDirs[dir] {
+			continue
+		}
+		if err := w.Add(dir); err != nil {
+			f.log.Warn("cannot watch the directory of a file the policies read; changes to it need a policy edit to be picked up", "dir", dir, "err", err)
+			continue
+		}
+		f.materialDirs[dir] = true
 	}
 }
 

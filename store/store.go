@@ -7,12 +7,17 @@
 package store
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"strings"
 	"sync"
 
 	memdb "github.com/hashicorp/go-memdb"
 
 	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/policies"
 )
 
 const tableObjects = "objects"
@@ -54,6 +59,46 @@ type Store struct {
 	mu      sync.Mutex // serialises changes, so Accept sees them in order
 	current *model.Config
 	lastErr error
+	// materialFiles are the files the policies of the latest change read,
+	// for sources to watch.
+	materialFiles []string
+}
+
+// MaterialFiles lists the files (secrets, certificates) the latest change's
+// policies read; a change to any of them must trigger a reload.
+func (s *Store) MaterialFiles() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.materialFiles...)
+}
+
+// loadMaterials reads every file and variable the policies refer to. This
+// is the only place tollgate reads secrets; their values go into the
+// Config and from there only into SDS resources.
+func loadMaterials(keys []string) model.Materials {
+	out := make(model.Materials, len(keys))
+	for _, k := range keys {
+		if p := model.MaterialPath(k); p != "" {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				// The path is already in the message; keep the reason only.
+				var pe *fs.PathError
+				if errors.As(err, &pe) {
+					err = pe.Err
+				}
+			}
+			out[k] = model.Material{Data: data, Err: err}
+			continue
+		}
+		name := strings.TrimPrefix(k, "env:")
+		val, ok := os.LookupEnv(name)
+		if !ok {
+			out[k] = model.Material{Err: fmt.Errorf("not set in tollgate's environment")}
+			continue
+		}
+		out[k] = model.Material{Data: []byte(val)}
+	}
+	return out
 }
 
 // New returns an empty store.
@@ -94,6 +139,16 @@ func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Vio
 		return nil, err
 	}
 	cfg, violations := model.BuildConfig(all, s.opts.Settings)
+	keys := policies.MaterialKeys(all)
+	s.materialFiles = s.materialFiles[:0]
+	for _, k := range keys {
+		if p := model.MaterialPath(k); p != "" {
+			s.materialFiles = append(s.materialFiles, p)
+		}
+	}
+	if cfg != nil {
+		violations = append(violations, policies.Lower(cfg, loadMaterials(keys))...)
+	}
 	violations = append(append(model.Violations(nil), decodeErrs...), violations...)
 	if err := violations.Err(); err != nil {
 		s.lastErr = err

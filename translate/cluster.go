@@ -11,6 +11,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate-dev/tollgate/model"
 )
@@ -28,10 +29,15 @@ const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 // CDN-fronted APIs); a backend with static addresses takes its endpoints
 // from EDS, so that address changes never touch the cluster.
 func Cluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.Cluster, error) {
+	connect := DefaultConnectTimeout
+	if t := b.Egress.ConnectTimeout; t != nil {
+		connect = *t
+	}
 	c := &clusterv3.Cluster{
-		Name:           ClusterName(b),
-		ConnectTimeout: durationpb.New(DefaultConnectTimeout),
-		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+		Name:            ClusterName(b),
+		ConnectTimeout:  durationpb.New(connect),
+		LbPolicy:        clusterv3.Cluster_ROUND_ROBIN,
+		CircuitBreakers: circuitBreakers(b.Egress),
 	}
 	if isEDS(b) {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
@@ -54,7 +60,11 @@ func Cluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.Cluster, err
 		}}
 		c.LoadAssignment = ClusterLoadAssignment(b)
 	}
-	opts, err := toAny(HTTPProtocolOptions(b))
+	po, err := HTTPProtocolOptions(b)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := toAny(po)
 	if err != nil {
 		return nil, err
 	}
@@ -71,10 +81,17 @@ func Cluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.Cluster, err
 
 func isEDS(b *model.BackendConfig) bool { return len(b.Addresses) > 0 }
 
-// HTTPProtocolOptions picks the upstream protocol: negotiated by ALPN for
-// auto, or fixed.
-func HTTPProtocolOptions(b *model.BackendConfig) *httpv3.HttpProtocolOptions {
-	o := &httpv3.HttpProtocolOptions{}
+// HTTPProtocolOptions picks the upstream protocol (negotiated by ALPN for
+// auto, or fixed) and carries the backend's upstream HTTP filters.
+func HTTPProtocolOptions(b *model.BackendConfig) (*httpv3.HttpProtocolOptions, error) {
+	filters, err := UpstreamHTTPFilters(b)
+	if err != nil {
+		return nil, err
+	}
+	o := &httpv3.HttpProtocolOptions{HttpFilters: filters}
+	if t := b.Egress.IdleTimeout; t != nil {
+		o.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(*t)}
+	}
 	switch b.Protocol {
 	case model.ProtocolAuto:
 		o.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{
@@ -90,7 +107,46 @@ func HTTPProtocolOptions(b *model.BackendConfig) *httpv3.HttpProtocolOptions {
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
 		}}
 	}
-	return o
+	return o, nil
+}
+
+// circuitBreakers turns EgressPolicy connection limits into Envoy's default
+// priority thresholds; unset limits keep Envoy's defaults (1024 each).
+func circuitBreakers(e model.EgressSettings) *clusterv3.CircuitBreakers {
+	if e.MaxConnections == nil && e.MaxPendingRequests == nil && e.MaxRequests == nil {
+		return nil
+	}
+	t := &clusterv3.CircuitBreakers_Thresholds{Priority: corev3.RoutingPriority_DEFAULT}
+	if e.MaxConnections != nil {
+		t.MaxConnections = wrapperspb.UInt32(*e.MaxConnections)
+	}
+	if e.MaxPendingRequests != nil {
+		t.MaxPendingRequests = wrapperspb.UInt32(*e.MaxPendingRequests)
+	}
+	if e.MaxRequests != nil {
+		t.MaxRequests = wrapperspb.UInt32(*e.MaxRequests)
+	}
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
+}
+
+// OAuth2TokenCluster is the cluster Envoy fetches a backend's OAuth2 tokens
+// through: TLS to the token endpoint, verified like any provider.
+func OAuth2TokenCluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.Cluster, error) {
+	o := b.Credential.OAuth2
+	token := &model.BackendConfig{
+		Ref:      model.Ref{Kind: "OAuth2TokenEndpoint", Namespace: b.Ref.Namespace, Name: b.Ref.Name},
+		Hostname: o.TokenHost,
+		Port:     o.TokenPort,
+		TLS:      true,
+		Protocol: model.ProtocolHTTP1,
+	}
+	c, err := Cluster(cfg, token)
+	if err != nil {
+		return nil, err
+	}
+	c.Name = OAuth2ClusterName(b)
+	c.LoadAssignment.ClusterName = c.Name
+	return c, nil
 }
 
 // ClusterLoadAssignment lists a backend's endpoints: its static addresses

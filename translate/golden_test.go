@@ -14,22 +14,34 @@ import (
 
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/store"
 	"github.com/tollgate-dev/tollgate/translate"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/out and remove orphans")
 
-// loadCase decodes and resolves one input file the way tollgate serve does.
+// loadCase decodes, resolves and lowers one input file the way tollgate
+// serve does, through the store (which also reads the files policies refer
+// to). Violations name the file relative to testdata/in.
 func loadCase(t testing.TB, file string) (*model.Config, model.Violations) {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	require.NoError(t, err)
-	objs, errs := policies.NewScheme().Decode(filepath.Base(file), data)
-	if len(errs) > 0 {
-		errs.Sort()
-		return nil, errs
+	objs, errs := policies.NewScheme().Decode(file, data)
+	st, err := store.New(store.Options{})
+	require.NoError(t, err)
+	cfg, err := st.Replace("golden", objs, errs)
+	if err != nil {
+		vs, ok := model.AsViolations(err)
+		require.True(t, ok, "%v", err)
+		for i := range vs {
+			vs[i].File = strings.TrimPrefix(vs[i].File, "testdata/in/")
+			vs[i].Msg = strings.ReplaceAll(vs[i].Msg, "testdata/in/", "")
+		}
+		return nil, vs
 	}
-	return model.BuildConfig(objs, model.Settings{})
+	return cfg, nil
 }
 
 // TestGolden translates every testdata/in/*.yaml and compares each resource
@@ -95,7 +107,7 @@ func render(t testing.TB, out *translate.Output) map[string][]byte {
 			kinds[kind] = map[string][]any{}
 		}
 		for _, m := range msgs {
-			kinds[kind][gw] = append(kinds[kind][gw], toPlain(t, m))
+			kinds[kind][gw] = append(kinds[kind][gw], toPlain(t, translatetest.Redact(m)))
 		}
 	}
 	for _, g := range out.Gateways {

@@ -5,6 +5,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -44,7 +45,7 @@ func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager
 			ConfigSource:    adsConfigSource(),
 			RouteConfigName: RouteConfigName(l),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+		HttpFilters: httpFilters(l),
 		AccessLog:   []*accesslogv3.AccessLog{stdoutAccessLog()},
 		// Workloads talk to the gateway directly, so the peer address is
 		// the client. The gateway does not append it to X-Forwarded-For:
@@ -58,6 +59,20 @@ func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager
 		MergeSlashes:      true,
 		GenerateRequestId: wrapperspb.Bool(true),
 	}
+}
+
+// httpFilters is the listener's filter chain, router last. The RBAC filter
+// is there only when a route restricts its sources; its listener-level
+// config enforces nothing, each route brings its own.
+func httpFilters(l *model.ListenerConfig) []*hcmv3.HttpFilter {
+	var filters []*hcmv3.HttpFilter
+	if needsRBAC(l) {
+		filters = append(filters, &hcmv3.HttpFilter{
+			Name:       filterRBAC,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbacfilterv3.RBAC{})},
+		})
+	}
+	return append(filters, routerFilter())
 }
 
 func routerFilter() *hcmv3.HttpFilter {

@@ -35,3 +35,32 @@ func RouteName(r *model.RouteConfig, rule *model.RuleConfig, match int) string {
 	}
 	return fmt.Sprintf("httproute/%s/%s/rule/%s/match/%d", r.Ref.Namespace, r.Ref.Name, rulePart, match)
 }
+
+// CredentialSecretName names the SDS generic secret holding a backend's API
+// key.
+func CredentialSecretName(b *model.BackendConfig) string {
+	return "credential/" + b.Ref.Namespace + "/" + b.Ref.Name
+}
+
+// OAuth2ClientSecretName names the SDS generic secret holding a backend's
+// OAuth2 client secret.
+func OAuth2ClientSecretName(b *model.BackendConfig) string {
+	return "oauth2-client-secret/" + b.Ref.Namespace + "/" + b.Ref.Name
+}
+
+// OAuth2ClusterName names the cluster of a backend's OAuth2 token endpoint.
+func OAuth2ClusterName(b *model.BackendConfig) string {
+	return "oauth2-token/" + b.Ref.Namespace + "/" + b.Ref.Name
+}
+
+// ValidationSecretName names the SDS validation context (CA, CRL, pins) of
+// a backend.
+func ValidationSecretName(b *model.BackendConfig) string {
+	return "tls-validation/" + b.Ref.Namespace + "/" + b.Ref.Name
+}
+
+// ClientCertSecretName names the SDS TLS certificate a gateway presents to
+// a backend.
+func ClientCertSecretName(b *model.BackendConfig) string {
+	return "tls-client/" + b.Ref.Namespace + "/" + b.Ref.Name
+}

@@ -6,6 +6,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -15,7 +16,7 @@ import (
 // RouteConfiguration builds the RDS resource of a listener: one virtual host
 // per hostname the attached routes name ("*" for routes that name none), and
 // in each the routes ordered by Gateway API precedence.
-func RouteConfiguration(l *model.ListenerConfig) *routev3.RouteConfiguration {
+func RouteConfiguration(l *model.ListenerConfig) (*routev3.RouteConfiguration, error) {
 	byHost := map[string][]routeEntry{}
 	for _, r := range l.Routes {
 		hosts := r.Hostnames
@@ -51,11 +52,15 @@ func RouteConfiguration(l *model.ListenerConfig) *routev3.RouteConfiguration {
 		sort.SliceStable(entries, func(i, j int) bool { return entries[i].before(entries[j]) })
 		vh := &routev3.VirtualHost{Name: VirtualHostName(h), Domains: []string{h}}
 		for _, e := range entries {
-			vh.Routes = append(vh.Routes, Route(e.route, e.rule, e.match, e.matchIndex))
+			route, err := Route(e.route, e.rule, e.match, e.matchIndex)
+			if err != nil {
+				return nil, err
+			}
+			vh.Routes = append(vh.Routes, route)
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, vh)
 	}
-	return rc
+	return rc, nil
 }
 
 func dedupe(in []string) []string {
@@ -129,12 +134,20 @@ func pathLen(p *model.PathMatch) int {
 }
 
 // Route builds the Envoy route of one match of a rule.
-func Route(r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, matchIndex int) *routev3.Route {
-	return &routev3.Route{
+func Route(r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, matchIndex int) (*routev3.Route, error) {
+	route := &routev3.Route{
 		Name:   RouteName(r, rule, matchIndex),
 		Match:  RouteMatch(m),
 		Action: &routev3.Route_Route{Route: RouteAction(rule)},
 	}
+	if len(rule.AllowedSources) > 0 {
+		rbac, err := toAny(SourceRBAC(rule.AllowedSources))
+		if err != nil {
+			return nil, err
+		}
+		route.TypedPerFilterConfig = map[string]*anypb.Any{filterRBAC: rbac}
+	}
+	return route, nil
 }
 
 // RouteMatch builds an Envoy match from a rule's match.
@@ -199,6 +212,9 @@ func regex(s string) *matcherv3.RegexMatcher {
 func RouteAction(rule *model.RuleConfig) *routev3.RouteAction {
 	ra := &routev3.RouteAction{
 		Timeout: durationpb.New(rule.Timeout),
+	}
+	if rule.StreamIdleTimeout != nil {
+		ra.IdleTimeout = durationpb.New(*rule.StreamIdleTimeout)
 	}
 	if len(rule.Backends) == 1 {
 		b := rule.Backends[0].Backend

@@ -24,24 +24,67 @@ func UpstreamTLSTransportSocket(cfg *model.Config, b *model.BackendConfig) (*cor
 	}, nil
 }
 
-// UpstreamTLSContext is the TLS client configuration for a backend.
+// UpstreamTLSContext is the TLS client configuration for a backend. Without
+// a BackendTLSPolicy it trusts the system bundle and expects the hostname as
+// a DNS SAN. With one, the trust material (CA, CRL, pins) and the client
+// certificate come over SDS, while the SANs stay here.
 func UpstreamTLSContext(cfg *model.Config, b *model.BackendConfig) *tlsv3.UpstreamTlsContext {
-	return &tlsv3.UpstreamTlsContext{
-		Sni: b.Hostname,
-		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams: &tlsv3.TlsParameters{
-				TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2,
-			},
-			AlpnProtocols: alpn(b.Protocol),
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: cfg.Settings.SystemCABundle}},
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: tlsv3.SubjectAltNameMatcher_DNS,
-					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: b.Hostname}},
+	t := b.TLSPolicy
+	if t == nil {
+		return &tlsv3.UpstreamTlsContext{
+			Sni: b.Hostname,
+			CommonTlsContext: &tlsv3.CommonTlsContext{
+				TlsParams:     tlsParams(""),
+				AlpnProtocols: alpn(b.Protocol),
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					TrustedCa:                 &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: cfg.Settings.SystemCABundle}},
+					MatchTypedSubjectAltNames: sanMatchers([]model.SAN{{Type: "DNS", Value: b.Hostname}}),
 				}},
+			},
+		}
+	}
+	protocols := t.ALPN
+	if len(protocols) == 0 {
+		protocols = alpn(b.Protocol)
+	}
+	ctx := &tlsv3.UpstreamTlsContext{
+		Sni: t.SNI,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams:     tlsParams(t.MinVersion),
+			AlpnProtocols: protocols,
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sanMatchers(t.SANs)},
+				ValidationContextSdsSecretConfig: sdsConfig(ValidationSecretName(b)),
 			}},
 		},
 	}
+	if t.ClientCert != nil {
+		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsConfig(ClientCertSecretName(b))}
+	}
+	return ctx
+}
+
+func tlsParams(min string) *tlsv3.TlsParameters {
+	v := tlsv3.TlsParameters_TLSv1_2
+	if min == "TLSv1_3" {
+		v = tlsv3.TlsParameters_TLSv1_3
+	}
+	return &tlsv3.TlsParameters{TlsMinimumProtocolVersion: v}
+}
+
+func sanMatchers(sans []model.SAN) []*tlsv3.SubjectAltNameMatcher {
+	out := make([]*tlsv3.SubjectAltNameMatcher, 0, len(sans))
+	for _, s := range sans {
+		typ := tlsv3.SubjectAltNameMatcher_DNS
+		if s.Type == "URI" {
+			typ = tlsv3.SubjectAltNameMatcher_URI
+		}
+		out = append(out, &tlsv3.SubjectAltNameMatcher{
+			SanType: typ,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.Value}},
+		})
+	}
+	return out
 }
 
 func alpn(protocol string) []string {

@@ -70,7 +70,11 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 			return nil, err
 		}
 		gr.Listeners = append(gr.Listeners, lis)
-		gr.Routes = append(gr.Routes, RouteConfiguration(l))
+		rc, err := RouteConfiguration(l)
+		if err != nil {
+			return nil, err
+		}
+		gr.Routes = append(gr.Routes, rc)
 		for _, r := range l.Routes {
 			for _, rule := range r.Rules {
 				for _, wb := range rule.Backends {
@@ -90,13 +94,23 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 			return nil, err
 		}
 		gr.Clusters = append(gr.Clusters, c)
-		if cla := ClusterLoadAssignment(b); cla != nil && isEDS(b) {
-			gr.Endpoints = append(gr.Endpoints, cla)
+		if isEDS(b) {
+			gr.Endpoints = append(gr.Endpoints, ClusterLoadAssignment(b))
 		}
+		if b.Credential != nil && b.Credential.Kind == model.CredentialOAuth2 {
+			tc, err := OAuth2TokenCluster(cfg, b)
+			if err != nil {
+				return nil, err
+			}
+			gr.Clusters = append(gr.Clusters, tc)
+		}
+		// A gateway gets the secrets of its own backends only.
+		gr.Secrets = append(gr.Secrets, Secrets(cfg, b)...)
 	}
 	sort.Slice(gr.Listeners, func(i, j int) bool { return gr.Listeners[i].Name < gr.Listeners[j].Name })
 	sort.Slice(gr.Routes, func(i, j int) bool { return gr.Routes[i].Name < gr.Routes[j].Name })
 	sort.Slice(gr.Clusters, func(i, j int) bool { return gr.Clusters[i].Name < gr.Clusters[j].Name })
 	sort.Slice(gr.Endpoints, func(i, j int) bool { return gr.Endpoints[i].ClusterName < gr.Endpoints[j].ClusterName })
+	sort.Slice(gr.Secrets, func(i, j int) bool { return gr.Secrets[i].Name < gr.Secrets[j].Name })
 	return gr, nil
 }

@@ -1,0 +1,271 @@
+// Package backendtls is the BackendTLSPolicy: how a gateway verifies a
+// backend's TLS identity (CA bundle or system roots, SNI, SANs, SPKI and
+// certificate pins, CRL, minimum version, ALPN) and which client
+// certificate it presents. Certificates and keys reach Envoy as SDS
+// secrets, so replacing a file is an SDS push with no cluster change.
+package backendtls
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"strings"
+
+	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/policies/policy"
+)
+
+// KindName is the YAML kind.
+const KindName = "BackendTLSPolicy"
+
+// Kind registers the policy.
+var Kind = policy.Kind{
+	Name:        KindName,
+	New:         func() model.Object { return &BackendTLSPolicy{} },
+	Scopes:      []string{model.KindBackend},
+	ScopeReason: "TLS identity is a property of one destination",
+	Lower:       lower,
+}
+
+// BackendTLSPolicy configures TLS to the backends it targets.
+type BackendTLSPolicy struct {
+	model.Base `yaml:",inline"`
+	Spec       Spec `yaml:"spec"`
+}
+
+// Spec of a BackendTLSPolicy.
+type Spec struct {
+	// TargetRefs are Backends.
+	TargetRefs []model.TargetRef `yaml:"targetRefs"`
+	// CACertificates is a PEM bundle of trusted CAs (with intermediates if
+	// you pin them); unset means the system trust bundle.
+	CACertificates *model.SecretSource `yaml:"caCertificates,omitempty"`
+	// Hostname overrides the SNI and the default SAN (the backend's
+	// hostname).
+	Hostname string `yaml:"hostname,omitempty"`
+	// SubjectAltNames the certificate must carry (any one matches);
+	// default: DNS = hostname.
+	SubjectAltNames []SubjectAltName `yaml:"subjectAltNames,omitempty"`
+	// Pins restrict the accepted certificates further.
+	Pins *Pins `yaml:"pins,omitempty"`
+	// CRL is a PEM file of certificate revocation lists.
+	CRL *model.SecretSource `yaml:"crl,omitempty"`
+	// MinVersion is TLSv1_2 (default) or TLSv1_3.
+	MinVersion string `yaml:"minVersion,omitempty"`
+	// ALPN overrides the protocols offered (default from the backend's
+	// protocol).
+	ALPN []string `yaml:"alpn,omitempty"`
+	// ClientCertificate is presented to the backend (mTLS).
+	ClientCertificate *ClientCertificate `yaml:"clientCertificate,omitempty"`
+}
+
+// SubjectAltName is a SAN to accept.
+type SubjectAltName struct {
+	// Type is DNS or URI (SPIFFE IDs are URIs).
+	Type  string `yaml:"type"`
+	Value string `yaml:"value"`
+}
+
+// Pins are certificate pins; when both lists are set, a certificate
+// matching either passes (Envoy's semantics).
+type Pins struct {
+	// SPKI are base64 SHA-256 hashes of the SubjectPublicKeyInfo (as in
+	// HPKP: openssl x509 -pubkey | openssl pkey -pubin -outform der |
+	// openssl dgst -sha256 -binary | base64).
+	SPKI []string `yaml:"spki,omitempty"`
+	// CertificateHashes are hex SHA-256 hashes of the DER certificate,
+	// colons allowed.
+	CertificateHashes []string `yaml:"certificateHashes,omitempty"`
+}
+
+// ClientCertificate is a certificate chain and its key.
+type ClientCertificate struct {
+	Certificate model.SecretSource `yaml:"certificate"`
+	PrivateKey  model.SecretSource `yaml:"privateKey"`
+}
+
+// Targets implements model.Policy.
+func (p *BackendTLSPolicy) Targets() []model.TargetRef { return p.Spec.TargetRefs }
+
+// Materials implements model.MaterialUser.
+func (p *BackendTLSPolicy) Materials() []model.SecretSource {
+	var out []model.SecretSource
+	if s := p.Spec.CACertificates; s != nil {
+		out = append(out, *s)
+	}
+	if s := p.Spec.CRL; s != nil {
+		out = append(out, *s)
+	}
+	if c := p.Spec.ClientCertificate; c != nil {
+		out = append(out, c.Certificate, c.PrivateKey)
+	}
+	return out
+}
+
+// Validate implements model.Object.
+func (p *BackendTLSPolicy) Validate(v *model.Validator) {
+	s := &p.Spec
+	model.ValidateTargetRefs(v, s.TargetRefs)
+	if s.CACertificates != nil {
+		s.CACertificates.Validate(v, "spec.caCertificates", false)
+	}
+	if s.CRL != nil {
+		s.CRL.Validate(v, "spec.crl", false)
+	}
+	if s.Hostname != "" && !model.ValidHostname(s.Hostname) {
+		v.Errorf("spec.hostname", "%q must be a DNS name", s.Hostname)
+	}
+	for i, san := range s.SubjectAltNames {
+		p := fmt.Sprintf("spec.subjectAltNames[%d]", i)
+		switch san.Type {
+		case "DNS", "URI":
+		default:
+			v.Errorf(p+".type", "%q is not supported: use DNS or URI", san.Type)
+		}
+		if san.Value == "" {
+			v.Errorf(p+".value", "is required")
+		}
+		if san.Type == "URI" && !strings.Contains(san.Value, ":") {
+			v.Errorf(p+".value", "%q is not a URI (a SPIFFE ID looks like spiffe://trust.domain/path)", san.Value)
+		}
+	}
+	if s.Pins != nil {
+		if len(s.Pins.SPKI) == 0 && len(s.Pins.CertificateHashes) == 0 {
+			v.Errorf("spec.pins", "set spki or certificateHashes")
+		}
+		for i, pin := range s.Pins.SPKI {
+			if b, err := base64.StdEncoding.DecodeString(pin); err != nil || len(b) != 32 {
+				v.Errorf(fmt.Sprintf("spec.pins.spki[%d]", i), "%q must be the base64 of a SHA-256 hash (44 characters)", pin)
+			}
+		}
+		for i, h := range s.Pins.CertificateHashes {
+			if b, err := hex.DecodeString(strings.ReplaceAll(h, ":", "")); err != nil || len(b) != 32 {
+				v.Errorf(fmt.Sprintf("spec.pins.certificateHashes[%d]", i), "%q must be a hex SHA-256 hash (64 hex digits, colons allowed)", h)
+			}
+		}
+	}
+	switch s.MinVersion {
+	case "", "TLSv1_2", "TLSv1_3":
+	default:
+		v.Errorf("spec.minVersion", "%q is not supported: use TLSv1_2 or TLSv1_3", s.MinVersion)
+	}
+	for i, a := range s.ALPN {
+		if a != "h2" && a != "http/1.1" {
+			v.Errorf(fmt.Sprintf("spec.alpn[%d]", i), "%q is not supported: use h2 or http/1.1", a)
+		}
+	}
+	if c := s.ClientCertificate; c != nil {
+		c.Certificate.Validate(v, "spec.clientCertificate.certificate", false)
+		c.PrivateKey.Validate(v, "spec.clientCertificate.privateKey", false)
+	}
+}
+
+func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
+	p := pol.(*BackendTLSPolicy)
+	s := &p.Spec
+	b := ctx.Index.Backends[target]
+	v := ctx.Validator
+	if !b.TLS {
+		v.Errorf(ctx.Path, "%s does not use TLS (set tls: true on it, or remove this target)", target)
+		return
+	}
+	t := &model.BackendTLS{Policy: model.RefOf(p), SNI: b.Hostname, MinVersion: s.MinVersion, ALPN: s.ALPN}
+	if s.Hostname != "" {
+		t.SNI = s.Hostname
+	}
+	for _, san := range s.SubjectAltNames {
+		t.SANs = append(t.SANs, model.SAN{Type: san.Type, Value: san.Value})
+	}
+	if len(t.SANs) == 0 {
+		t.SANs = []model.SAN{{Type: "DNS", Value: t.SNI}}
+	}
+	if s.CACertificates != nil {
+		if data := ctx.Material(p, *s.CACertificates, "spec.caCertificates.file"); data != nil {
+			if err := checkCertificates(data); err != nil {
+				v.Errorf("spec.caCertificates.file", "%s: %v", s.CACertificates.File, err)
+			} else {
+				t.CA = data
+			}
+		}
+	}
+	if s.CRL != nil {
+		if data := ctx.Material(p, *s.CRL, "spec.crl.file"); data != nil {
+			if err := checkCRLs(data); err != nil {
+				v.Errorf("spec.crl.file", "%s: %v", s.CRL.File, err)
+			} else {
+				t.CRL = data
+			}
+		}
+		if s.CACertificates == nil {
+			v.Errorf("spec.crl", "needs caCertificates: Envoy checks CRLs against the CAs they were issued by")
+		}
+	}
+	if s.Pins != nil {
+		t.SPKIPins = s.Pins.SPKI
+		for _, h := range s.Pins.CertificateHashes {
+			t.CertHashes = append(t.CertHashes, strings.ToLower(strings.ReplaceAll(h, ":", "")))
+		}
+	}
+	if c := s.ClientCertificate; c != nil {
+		cert := ctx.Material(p, c.Certificate, "spec.clientCertificate.certificate.file")
+		key := ctx.Material(p, c.PrivateKey, "spec.clientCertificate.privateKey.file")
+		if cert != nil && key != nil {
+			if _, err := tls.X509KeyPair(cert, key); err != nil {
+				// The error of X509KeyPair never includes key material.
+				v.Errorf("spec.clientCertificate", "%s and %s are not a valid certificate and matching private key: %v", c.Certificate.File, c.PrivateKey.File, err)
+			} else {
+				t.ClientCert, t.ClientKey = cert, key
+			}
+		}
+	}
+	b.TLSPolicy = t
+}
+
+// checkCertificates requires at least one certificate and nothing else
+// unparseable.
+func checkCertificates(data []byte) error {
+	n := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("contains a %q block; only CERTIFICATE blocks belong in a CA bundle", block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("certificate %d: %v", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("no PEM certificate found")
+	}
+	return nil
+}
+
+func checkCRLs(data []byte) error {
+	n := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "X509 CRL" {
+			return fmt.Errorf("contains a %q block; expected X509 CRL", block.Type)
+		}
+		if _, err := x509.ParseRevocationList(block.Bytes); err != nil {
+			return fmt.Errorf("CRL %d: %v", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("no PEM CRL found")
+	}
+	return nil
+}
