@@ -1,0 +1,243 @@
+package translate_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	awssigningv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/aws_request_signing/v3"
+	credinjectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/credential_injector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	genericv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/injected_credentials/generic/v3"
+	oauth2credv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/injected_credentials/oauth2/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/store"
+	"github.com/tollgate-dev/tollgate/translate"
+)
+
+// credentialSources are every policy set the property is checked on: the
+// golden inputs and the examples.
+func credentialSources(t *testing.T) map[string]*model.Config {
+	t.Helper()
+	out := map[string]*model.Config{}
+	inputs, err := filepath.Glob("testdata/in/*.yaml")
+	require.NoError(t, err)
+	for _, in := range inputs {
+		if cfg, errs := loadCase(t, in); len(errs) == 0 {
+			out[in] = cfg
+		}
+	}
+	dirs, err := filepath.Glob("../examples/*")
+	require.NoError(t, err)
+	for _, dir := range dirs {
+		st, err := store.New(store.Options{})
+		require.NoError(t, err)
+		src := store.NewFileSource(dir, policies.NewScheme(), nil)
+		require.NoError(t, src.Sync(st), "example %s must load", dir)
+		out[dir] = st.Config()
+	}
+	return out
+}
+
+// TestCredentialsStayWithTheirBackend checks, on every route of every
+// golden case and example, that any credential Envoy injects belongs to the
+// backend the traffic reaches, and that no listener- or route-wide
+// credential exists.
+func TestCredentialsStayWithTheirBackend(t *testing.T) {
+	for name, cfg := range credentialSources(t) {
+		out, err := translate.Translate(cfg)
+		require.NoError(t, err, name)
+		backends := map[string]*model.BackendConfig{}
+		for _, b := range cfg.Backends {
+			backends[translate.ClusterName(b)] = b
+		}
+		for _, g := range out.Gateways {
+			where := name + " gateway " + g.Key
+			// No credential at listener scope.
+			for _, l := range g.Listeners {
+				for _, fc := range l.GetFilterChains() {
+					for _, f := range fc.GetFilters() {
+						hcm := &hcmv3.HttpConnectionManager{}
+						require.NoError(t, f.GetTypedConfig().UnmarshalTo(hcm))
+						for _, hf := range hcm.GetHttpFilters() {
+							require.False(t, isCredentialFilter(hf.GetTypedConfig()), "%s: listener %s has credential filter %s", where, l.GetName(), hf.GetName())
+						}
+					}
+				}
+			}
+			// No credential at route scope.
+			for _, rc := range g.Routes {
+				require.Empty(t, credentialHeaders(rc.GetRequestHeadersToAdd()), "%s: route config %s adds credential headers", where, rc.GetName())
+				for _, vh := range rc.GetVirtualHosts() {
+					require.Empty(t, credentialHeaders(vh.GetRequestHeadersToAdd()), where)
+					for _, r := range vh.GetRoutes() {
+						require.Empty(t, credentialHeaders(r.GetRequestHeadersToAdd()), "%s: route %s", where, r.GetName())
+						for fname, cfgAny := range r.GetTypedPerFilterConfig() {
+							require.False(t, isCredentialFilter(cfgAny), "%s: route %s configures %s", where, r.GetName(), fname)
+						}
+						for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
+							require.Empty(t, credentialHeaders(cw.GetRequestHeadersToAdd()), "%s: route %s weighted cluster %s", where, r.GetName(), cw.GetName())
+							require.Empty(t, cw.GetTypedPerFilterConfig(), where)
+						}
+					}
+				}
+			}
+			// Every cluster's credential is its own backend's.
+			clusters := map[string]*clusterv3.Cluster{}
+			for _, c := range g.Clusters {
+				clusters[c.GetName()] = c
+			}
+			used := map[string]bool{}
+			for _, rc := range g.Routes {
+				for _, vh := range rc.GetVirtualHosts() {
+					for _, r := range vh.GetRoutes() {
+						for _, cn := range routeClusters(r) {
+							c := clusters[cn]
+							require.NotNil(t, c, "%s: route %s reaches unknown cluster %s", where, r.GetName(), cn)
+							b := backends[cn]
+							require.NotNil(t, b, "%s: cluster %s is no backend's", where, cn)
+							secrets, aws := clusterCredential(t, c)
+							want := map[string]bool{}
+							if cred := b.Credential; cred != nil {
+								require.True(t, targets(cfg, cred.Policy, b.Ref), "%s: credential of %s comes from %s, which does not target it", where, cn, cred.Policy)
+								switch cred.Kind {
+								case model.CredentialAPIKey:
+									want[translate.CredentialSecretName(b)] = true
+								case model.CredentialOAuth2:
+									want[translate.OAuth2ClientSecretName(b)] = true
+								case model.CredentialAWSSigV4:
+									require.True(t, aws, "%s: %s signs with SigV4", where, cn)
+								}
+							} else {
+								require.False(t, aws, where)
+							}
+							require.Equal(t, want, secrets, "%s: route %s → cluster %s injects another backend's credential", where, r.GetName(), cn)
+							for s := range secrets {
+								used[s] = true
+							}
+						}
+					}
+				}
+			}
+			// A gateway gets no secret its own clusters do not use.
+			for _, s := range g.Secrets {
+				if strings.HasPrefix(s.GetName(), "credential/") || strings.HasPrefix(s.GetName(), "oauth2-client-secret/") {
+					require.True(t, used[s.GetName()], "%s: secret %s is served but no route of this gateway reaches its backend", where, s.GetName())
+				}
+			}
+		}
+	}
+}
+
+// targets reports whether the policy named ref targets the object.
+func targets(cfg *model.Config, ref, object model.Ref) bool {
+	for _, o := range cfg.Objects {
+		p, ok := o.(model.Policy)
+		if !ok || model.RefOf(o) != ref {
+			continue
+		}
+		for _, tr := range p.Targets() {
+			if tr.Ref(ref.Namespace) == object {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func routeClusters(r *routev3.Route) []string {
+	if c := r.GetRoute().GetCluster(); c != "" {
+		return []string{c}
+	}
+	var out []string
+	for _, cw := range r.GetRoute().GetWeightedClusters().GetClusters() {
+		out = append(out, cw.GetName())
+	}
+	return out
+}
+
+var credentialHeaderNames = map[string]bool{"authorization": true, "x-api-key": true, "api-key": true, "x-goog-api-key": true}
+
+func credentialHeaders(hs []*corev3.HeaderValueOption) []string {
+	var out []string
+	for _, h := range hs {
+		if credentialHeaderNames[strings.ToLower(h.GetHeader().GetKey())] {
+			out = append(out, h.GetHeader().GetKey())
+		}
+	}
+	return out
+}
+
+func isCredentialFilter(a *anypb.Any) bool {
+	if a == nil {
+		return false
+	}
+	for _, m := range []proto.Message{&credinjectorv3.CredentialInjector{}, &awssigningv3.AwsRequestSigning{}, &awssigningv3.AwsRequestSigningPerRoute{}} {
+		if a.MessageIs(m) {
+			return true
+		}
+	}
+	return false
+}
+
+// clusterCredential lists the SDS secrets a cluster's upstream credential
+// filters read, and whether it signs with SigV4.
+func clusterCredential(t *testing.T, c *clusterv3.Cluster) (map[string]bool, bool) {
+	t.Helper()
+	secrets := map[string]bool{}
+	aws := false
+	opts := &httpv3.HttpProtocolOptions{}
+	if a := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; a != nil {
+		require.NoError(t, a.UnmarshalTo(opts))
+	}
+	for _, f := range opts.GetHttpFilters() {
+		switch {
+		case f.GetTypedConfig().MessageIs(&credinjectorv3.CredentialInjector{}):
+			ci := &credinjectorv3.CredentialInjector{}
+			require.NoError(t, f.GetTypedConfig().UnmarshalTo(ci))
+			inner, err := ci.GetCredential().GetTypedConfig().UnmarshalNew()
+			require.NoError(t, err)
+			switch x := inner.(type) {
+			case *genericv3.Generic:
+				secrets[x.GetCredential().GetName()] = true
+			case *oauth2credv3.OAuth2:
+				secrets[x.GetClientCredentials().GetClientSecret().GetName()] = true
+			default:
+				t.Fatalf("unexpected credential type %T", inner)
+			}
+		case f.GetTypedConfig().MessageIs(&awssigningv3.AwsRequestSigning{}):
+			aws = true
+		}
+	}
+	return secrets, aws
+}
+
+// TestGoldensHoldNoSecret greps every golden output for the values of the
+// secret files the golden inputs read.
+func TestGoldensHoldNoSecret(t *testing.T) {
+	secrets, err := filepath.Glob("testdata/in/secrets/*")
+	require.NoError(t, err)
+	require.NotEmpty(t, secrets)
+	outputs, err := filepath.Glob("testdata/out/*")
+	require.NoError(t, err)
+	for _, s := range secrets {
+		val, err := os.ReadFile(s)
+		require.NoError(t, err)
+		v := strings.TrimSpace(string(val))
+		for _, o := range outputs {
+			data, err := os.ReadFile(o)
+			require.NoError(t, err)
+			require.NotContains(t, string(data), v, "%s reveals the content of %s", o, s)
+		}
+	}
+}
