@@ -31,6 +31,16 @@ type GatewayResources struct {
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
 	Secrets   []*tlsv3.Secret
+	// InlineSecrets is set when a cluster itself carries secret material
+	// (static AWS keys, which Envoy's SigV4 signer cannot take over SDS).
+	InlineSecrets bool
+}
+
+// CarriesSecrets reports whether serving the gateway hands out secret
+// material, which must only travel over an authenticated, encrypted xDS
+// connection.
+func (g *GatewayResources) CarriesSecrets() bool {
+	return len(g.Secrets) > 0 || g.InlineSecrets
 }
 
 // Gateway returns the resources of the gateway with key, or nil.
@@ -106,6 +116,9 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 		}
 		// A gateway gets the secrets of its own backends only.
 		gr.Secrets = append(gr.Secrets, Secrets(cfg, b)...)
+		if c := b.Credential; c != nil && c.AWS != nil && c.AWS.AccessKeyID != nil {
+			gr.InlineSecrets = true
+		}
 	}
 	sort.Slice(gr.Listeners, func(i, j int) bool { return gr.Listeners[i].Name < gr.Listeners[j].Name })
 	sort.Slice(gr.Routes, func(i, j int) bool { return gr.Routes[i].Name < gr.Routes[j].Name })
