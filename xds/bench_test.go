@@ -23,7 +23,7 @@ func BenchmarkApply(b *testing.B) {
 			require.Empty(b, errs)
 			cfg, errs := model.BuildConfig(objs, model.Settings{})
 			require.Empty(b, errs)
-			s := xds.NewServer(context.Background(), nil)
+			s := xds.NewServer(context.Background(), xds.Options{})
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {

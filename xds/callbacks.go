@@ -3,10 +3,13 @@ package xds
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func sotwStream(id int64) string  { return fmt.Sprintf("sotw/%d", id) }
@@ -14,18 +17,17 @@ func deltaStream(id int64) string { return fmt.Sprintf("delta/%d", id) }
 
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(_ context.Context, id int64, _ string) error {
-			s.tracker.open(sotwStream(id), s.now())
-			return nil
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			return s.openStream(ctx, sotwStream(id))
 		},
-		StreamClosedFunc: func(id int64, node *corev3.Node) {
-			s.tracker.close(sotwStream(id))
-			if node != nil {
-				s.log.Info("envoy disconnected", "node", node.GetId(), "gateway", node.GetCluster())
-			}
+		StreamClosedFunc: func(id int64, _ *corev3.Node) {
+			s.closeStream(sotwStream(id))
 		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
 			stream := sotwStream(id)
+			if err := s.authorize(stream, req.GetNode()); err != nil {
+				return err
+			}
 			s.identify(stream, req.GetNode())
 			if req.GetErrorDetail() != nil {
 				// Envoy NACKs with version_info set to the last version it
@@ -49,18 +51,17 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		StreamResponseFunc: func(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 			s.tracker.sent(sotwStream(id), req.GetTypeUrl(), resp.GetVersionInfo(), "")
 		},
-		DeltaStreamOpenFunc: func(_ context.Context, id int64, _ string) error {
-			s.tracker.open(deltaStream(id), s.now())
-			return nil
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			return s.openStream(ctx, deltaStream(id))
 		},
-		DeltaStreamClosedFunc: func(id int64, node *corev3.Node) {
-			s.tracker.close(deltaStream(id))
-			if node != nil {
-				s.log.Info("envoy disconnected", "node", node.GetId(), "gateway", node.GetCluster())
-			}
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) {
+			s.closeStream(deltaStream(id))
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 			stream := deltaStream(id)
+			if err := s.authorize(stream, req.GetNode()); err != nil {
+				return err
+			}
 			s.identify(stream, req.GetNode())
 			if req.GetResponseNonce() == "" {
 				return nil
@@ -78,7 +79,111 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		StreamDeltaResponseFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 			s.tracker.sent(deltaStream(id), req.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
 		},
+		// The unary Fetch methods of the per-type services bypass streams;
+		// they are held to the same rule.
+		FetchRequestFunc: s.authorizeFetch,
 	}
+}
+
+// streamAuth is what a TLS stream has proven: the identities of its client
+// certificate and, after its first request, the gateway they were allowed.
+type streamAuth struct {
+	identities []string
+	peer       string
+	gateway    string
+	authorized bool
+}
+
+// openStream starts tracking a stream and, with TLS, reads its client's
+// verified identities from the connection.
+func (s *Server) openStream(ctx context.Context, stream string) error {
+	s.tracker.open(stream, s.now())
+	if s.opts.TLS == nil {
+		return nil
+	}
+	ids, addr, err := peerIdentities(ctx)
+	peerAddr := ""
+	if addr != nil {
+		peerAddr = addr.String()
+	}
+	if err != nil {
+		msg := "xDS access denied: " + err.Error()
+		s.log.Error("xDS stream refused", "peer", peerAddr, "stream", stream, "reason", msg)
+		return status.Error(codes.PermissionDenied, msg)
+	}
+	s.tracker.setIdentity(stream, strings.Join(ids, ", "))
+	s.authMu.Lock()
+	s.auth[stream] = &streamAuth{identities: ids, peer: peerAddr}
+	s.authMu.Unlock()
+	return nil
+}
+
+func (s *Server) closeStream(stream string) {
+	s.authMu.Lock()
+	delete(s.auth, stream)
+	s.authMu.Unlock()
+	if st, ok := s.tracker.close(stream); ok && (st.NodeID != "" || st.Gateway != "") {
+		s.log.Info("envoy disconnected", "node", st.NodeID, "gateway", st.Gateway, "stream", stream)
+	}
+}
+
+// authorize checks, with TLS, that the stream's identity may serve the
+// gateway its node names. The first request decides; a later request may
+// not switch to another gateway, which would otherwise move the stream to
+// that gateway's snapshot.
+func (s *Server) authorize(stream string, node *corev3.Node) error {
+	if s.opts.TLS == nil {
+		return nil
+	}
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	a := s.auth[stream]
+	if a == nil {
+		return status.Error(codes.PermissionDenied, "xDS access denied: the stream is not authenticated")
+	}
+	if a.authorized {
+		if node != nil && node.GetCluster() != a.gateway {
+			msg := fmt.Sprintf("xDS access denied: node %q switched from gateway %q to %q on one stream; a stream serves one gateway", node.GetId(), a.gateway, node.GetCluster())
+			s.log.Error("xDS stream refused", "node", node.GetId(), "gateway", node.GetCluster(), "identity", strings.Join(a.identities, ", "), "peer", a.peer, "stream", stream, "reason", msg)
+			return status.Error(codes.PermissionDenied, msg)
+		}
+		return nil
+	}
+	if node == nil {
+		msg := fmt.Sprintf("xDS access denied: certificate %s: the first request of a stream must carry the node", describeIdentities(a.identities))
+		s.log.Error("xDS stream refused", "identity", strings.Join(a.identities, ", "), "peer", a.peer, "stream", stream, "reason", msg)
+		return status.Error(codes.PermissionDenied, msg)
+	}
+	gateway := node.GetCluster()
+	identity, ok := s.opts.Authorizer.allow(a.identities, gateway)
+	if gateway == "" || !ok {
+		msg := s.opts.Authorizer.refusal(a.identities, node.GetId(), gateway)
+		s.log.Error("xDS stream refused", "node", node.GetId(), "gateway", gateway, "identity", strings.Join(a.identities, ", "), "peer", a.peer, "stream", stream, "reason", msg)
+		return status.Error(codes.PermissionDenied, msg)
+	}
+	a.gateway, a.authorized = gateway, true
+	s.tracker.setIdentity(stream, identity)
+	return nil
+}
+
+// authorizeFetch applies authorize's rule to a unary Fetch request.
+func (s *Server) authorizeFetch(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
+	if s.opts.TLS == nil {
+		return nil
+	}
+	ids, addr, err := peerIdentities(ctx)
+	if err != nil {
+		msg := "xDS access denied: " + err.Error()
+		s.log.Error("xDS fetch refused", "peer", addr, "reason", msg)
+		return status.Error(codes.PermissionDenied, msg)
+	}
+	gateway := req.GetNode().GetCluster()
+	if _, ok := s.opts.Authorizer.allow(ids, gateway); gateway == "" || !ok {
+		msg := s.opts.Authorizer.refusal(ids, req.GetNode().GetId(), gateway)
+		s.log.Error("xDS fetch refused", "node", req.GetNode().GetId(), "gateway", gateway, "identity", strings.Join(ids, ", "), "peer", addr, "reason", msg)
+		return status.Error(codes.PermissionDenied, msg)
+	}
+	return nil
 }
 
 // identify binds a stream to its node on the first request that carries one
@@ -89,16 +194,21 @@ func (s *Server) identify(stream string, node *corev3.Node) {
 	}
 	gateway := node.GetCluster()
 	known := s.knownGateway(gateway)
-	if !s.tracker.identify(stream, node.GetId(), gateway, known) {
+	first, identity := s.tracker.identify(stream, node.GetId(), gateway, known)
+	if !first {
 		return
+	}
+	args := []any{"node", node.GetId(), "gateway", gateway, "stream", stream}
+	if identity != "" {
+		args = append(args, "identity", identity)
 	}
 	switch {
 	case gateway == "":
-		s.log.Error("envoy connected without node.cluster; it gets no resources: set node.cluster to a gateway name (tollgate bootstrap does)", "node", node.GetId())
+		s.log.Error("envoy connected without node.cluster; it gets no resources: set node.cluster to a gateway name (tollgate bootstrap does)", args...)
 	case !known:
-		s.log.Error("envoy asks for a gateway that no policy defines; it gets no resources until one does", "node", node.GetId(), "gateway", gateway)
+		s.log.Error("envoy asks for a gateway that no policy defines; it gets no resources until one does", args...)
 	default:
-		s.log.Info("envoy connected", "node", node.GetId(), "gateway", gateway, "stream", stream)
+		s.log.Info("envoy connected", args...)
 	}
 }
 

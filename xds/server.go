@@ -6,6 +6,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/tollgate-dev/tollgate/model"
@@ -39,13 +41,34 @@ type gatewayHash struct{}
 
 func (gatewayHash) ID(node *corev3.Node) string { return node.GetCluster() }
 
+// Options configure a Server. The zero value serves plaintext xDS, on
+// loopback addresses only, to any client, and refuses to publish secrets.
+type Options struct {
+	// Log receives connections, refusals and NACKs; nil discards them.
+	Log *slog.Logger
+	// TLS, if set, is the server's TLS configuration (see NewServerTLS).
+	// Every stream must then come with a verified client certificate
+	// whose identity Authorizer binds to the gateway the node asks for.
+	TLS *tls.Config
+	// Authorizer binds client certificate identities to gateways. With
+	// TLS and no Authorizer, every stream is refused.
+	Authorizer *Authorizer
+	// AllowPlaintextSecrets lets a server without TLS publish SDS secrets,
+	// which any local process could then fetch.
+	AllowPlaintextSecrets bool
+}
+
 // Server is tollgate's xDS server.
 type Server struct {
 	log     *slog.Logger
+	opts    Options
 	cache   cachev3.SnapshotCache
 	xds     serverv3.Server
 	tracker *tracker
 	now     func() time.Time
+
+	authMu sync.Mutex
+	auth   map[string]*streamAuth // by stream, with TLS only
 
 	publishMu sync.Mutex
 	mu        sync.RWMutex
@@ -54,13 +77,16 @@ type Server struct {
 }
 
 // NewServer returns a server with no configuration; Apply gives it one.
-func NewServer(ctx context.Context, log *slog.Logger) *Server {
+func NewServer(ctx context.Context, opts Options) *Server {
+	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
 		log:      log,
+		opts:     opts,
 		tracker:  newTracker(),
+		auth:     map[string]*streamAuth{},
 		now:      time.Now,
 		gateways: map[string]bool{},
 		served:   map[string]bool{},
@@ -84,7 +110,13 @@ func (s *Server) Apply(cfg *model.Config) error {
 // Publish serves out. A gateway that disappeared from the policies gets an
 // empty snapshot, so that its Envoys drop what they were told before
 // instead of serving it forever.
+//
+// Without TLS, Publish refuses an output with secrets unless
+// Options.AllowPlaintextSecrets is set.
 func (s *Server) Publish(out *translate.Output) error {
+	if err := s.checkPlaintextSecrets(out); err != nil {
+		return err
+	}
 	if err := out.Validate(); err != nil {
 		return fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)
 	}
@@ -140,6 +172,31 @@ func (s *Server) Publish(out *translate.Output) error {
 		}
 	}
 	return nil
+}
+
+// checkPlaintextSecrets refuses to serve secrets to unauthenticated
+// clients.
+func (s *Server) checkPlaintextSecrets(out *translate.Output) error {
+	if s.opts.TLS != nil || s.opts.AllowPlaintextSecrets {
+		return nil
+	}
+	var errs []error
+	for _, g := range out.Gateways {
+		if len(g.Secrets) == 0 {
+			continue
+		}
+		names := make([]string, len(g.Secrets))
+		for i, sec := range g.Secrets {
+			names[i] = sec.GetName()
+		}
+		errs = append(errs, fmt.Errorf("gateway %s: %d secret(s) %q", g.Key, len(names), names))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("refusing to serve secrets over plaintext xDS, where any process that reaches the xDS port could fetch them: "+
+		"serve xDS over mutual TLS (--xds-tls-cert, --xds-tls-key, --xds-client-ca and xds-identities), "+
+		"or, if only trusted processes can reach the loopback port, pass --allow-plaintext-secrets:\n%w", errors.Join(errs...))
 }
 
 // Versions returns the versions a gateway is served, per short type name.
@@ -227,9 +284,16 @@ func GRPCServerOptions() []grpc.ServerOption {
 }
 
 // Serve serves xDS on lis until ctx ends, then stops gracefully (bounded,
-// since Envoy streams never end on their own).
+// since Envoy streams never end on their own). Without Options.TLS, lis
+// must be on a loopback address.
 func (s *Server) Serve(ctx context.Context, lis net.Listener, opts ...grpc.ServerOption) error {
-	g := grpc.NewServer(append(GRPCServerOptions(), opts...)...)
+	opts = append(GRPCServerOptions(), opts...)
+	if s.opts.TLS != nil {
+		opts = append(opts, grpc.Creds(handshakeLogger{credentials.NewTLS(s.opts.TLS), s.log}))
+	} else if err := CheckPlaintextAddr(lis.Addr().String()); err != nil {
+		return err
+	}
+	g := grpc.NewServer(opts...)
 	s.Register(g)
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()

@@ -46,14 +46,14 @@ func config(t *testing.T, src string) *model.Config {
 }
 
 func TestVersionsAreContentHashesPerType(t *testing.T) {
-	s := xds.NewServer(context.Background(), nil)
+	s := xds.NewServer(context.Background(), xds.Options{})
 	cfg := config(t, strings.ReplaceAll(twoGateways, "TIMEOUT", "60s"))
 	require.NoError(t, s.Apply(cfg))
 	v1 := s.Versions("a")
 	require.Len(t, v1, 5)
 
 	// The same input in another server instance: the same versions.
-	other := xds.NewServer(context.Background(), nil)
+	other := xds.NewServer(context.Background(), xds.Options{})
 	require.NoError(t, other.Apply(config(t, strings.ReplaceAll(twoGateways, "TIMEOUT", "60s"))))
 	require.Equal(t, v1, other.Versions("a"))
 
@@ -69,7 +69,7 @@ func TestVersionsAreContentHashesPerType(t *testing.T) {
 }
 
 func TestRemovedGatewayGetsEmptySnapshot(t *testing.T) {
-	s := xds.NewServer(context.Background(), nil)
+	s := xds.NewServer(context.Background(), xds.Options{})
 	require.NoError(t, s.Apply(config(t, strings.ReplaceAll(twoGateways, "TIMEOUT", "60s"))))
 	served := s.Versions("a")
 
@@ -80,7 +80,7 @@ kind: Gateway
 metadata: {name: b, namespace: team}
 spec: {listeners: [{name: http, port: 10080, protocol: HTTP}]}
 `)))
-	empty := xds.NewServer(context.Background(), nil)
+	empty := xds.NewServer(context.Background(), xds.Options{})
 	require.NoError(t, empty.Publish(&translate.Output{Gateways: []*translate.GatewayResources{{Key: "x"}}}))
 	require.Equal(t, empty.Versions("x"), s.Versions("a"), "gateway a is served an empty configuration")
 	require.NotEqual(t, served, s.Versions("a"))

@@ -13,6 +13,10 @@ type NodeStatus struct {
 	Gateway   string    `json:"gateway"`
 	Stream    string    `json:"stream"` // "sotw" or "delta", with its id
 	Connected time.Time `json:"connected"`
+	// Identity is the verified client certificate identity that the
+	// stream was authorized with (before its first request: every
+	// identity of the certificate); empty on plaintext xDS.
+	Identity string `json:"identity,omitempty"`
 	// KnownGateway is false when no policy defines the gateway the node
 	// asks for; it gets no resources until one does.
 	KnownGateway bool `json:"known_gateway"`
@@ -74,25 +78,40 @@ func (t *tracker) open(stream string, now time.Time) {
 	t.streams[stream] = &NodeStatus{Stream: stream, Connected: now, Acked: map[string]string{}, Sent: map[string]string{}}
 }
 
-func (t *tracker) close(stream string) {
+// close forgets a stream and returns what was known about it.
+func (t *tracker) close(stream string) (NodeStatus, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	s, ok := t.streams[stream]
 	delete(t.streams, stream)
 	delete(t.nonces, stream)
+	if !ok {
+		return NodeStatus{}, false
+	}
+	return *s, true
+}
+
+func (t *tracker) setIdentity(stream, identity string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.streams[stream]; s != nil {
+		s.Identity = identity
+	}
 }
 
 // identify records the node of a stream; it reports whether this is the
-// first time, so that callers log a node once per stream, not per request.
-func (t *tracker) identify(stream, nodeID, gateway string, known bool) (first bool) {
+// first time, so that callers log a node once per stream, not per request,
+// and the stream's verified identity.
+func (t *tracker) identify(stream, nodeID, gateway string, known bool) (first bool, identity string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.streams[stream]
 	if s == nil {
-		return false
+		return false, ""
 	}
 	first = s.NodeID == "" && s.Gateway == ""
 	s.NodeID, s.Gateway, s.KnownGateway = nodeID, gateway, known
-	return first
+	return first, s.Identity
 }
 
 func (t *tracker) sent(stream, typeURL, version, nonce string) {

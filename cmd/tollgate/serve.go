@@ -120,7 +120,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 	if err != nil {
 		return nil, err
 	}
-	xdsServer := xds.NewServer(ctx, log)
+	xdsServer := xds.NewServer(ctx, xds.Options{Log: log})
 	st, err := store.New(store.Options{
 		Settings: model.Settings{SystemCABundle: cfg.SystemCABundle},
 		Accept:   xdsServer.Apply,
