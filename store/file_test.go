@@ -24,6 +24,9 @@ spec:
 `
 
 func backend(name string) string {
+	if name == "gemini" {
+		return "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {name: gemini}\nspec: {provider: gemini}\n"
+	}
 	return "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {name: " + name + "}\nspec: {provider: openai}\n"
 }
 
