@@ -323,6 +323,9 @@ func TestSecretsNeedTLSOrExplicitConsent(t *testing.T) {
 	require.ErrorContains(t, err, "--allow-plaintext-secrets")
 	require.Nil(t, plain.Versions("a"), "nothing was published")
 
+	inline := &translate.Output{Gateways: []*translate.GatewayResources{{Key: "b", InlineSecrets: true}}}
+	require.ErrorContains(t, plain.Publish(inline), "gateway b: credentials inline in its clusters (static AWS keys)")
+
 	allowed := xds.NewServer(t.Context(), xds.Options{AllowPlaintextSecrets: true})
 	require.NoError(t, allowed.Publish(secretOutput()))
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,7 +112,8 @@ func (s *Server) Apply(cfg *model.Config) error {
 // empty snapshot, so that its Envoys drop what they were told before
 // instead of serving it forever.
 //
-// Without TLS, Publish refuses an output with secrets unless
+// Without TLS, Publish refuses an output that carries secrets (see
+// translate.GatewayResources.CarriesSecrets) unless
 // Options.AllowPlaintextSecrets is set.
 func (s *Server) Publish(out *translate.Output) error {
 	if err := s.checkPlaintextSecrets(out); err != nil {
@@ -182,14 +184,21 @@ func (s *Server) checkPlaintextSecrets(out *translate.Output) error {
 	}
 	var errs []error
 	for _, g := range out.Gateways {
-		if len(g.Secrets) == 0 {
+		if !g.CarriesSecrets() {
 			continue
 		}
-		names := make([]string, len(g.Secrets))
-		for i, sec := range g.Secrets {
-			names[i] = sec.GetName()
+		var what []string
+		if len(g.Secrets) > 0 {
+			names := make([]string, len(g.Secrets))
+			for i, sec := range g.Secrets {
+				names[i] = sec.GetName()
+			}
+			what = append(what, fmt.Sprintf("%d secret(s) %q", len(names), names))
 		}
-		errs = append(errs, fmt.Errorf("gateway %s: %d secret(s) %q", g.Key, len(names), names))
+		if g.InlineSecrets {
+			what = append(what, "credentials inline in its clusters (static AWS keys)")
+		}
+		errs = append(errs, fmt.Errorf("gateway %s: %s", g.Key, strings.Join(what, " and ")))
 	}
 	if len(errs) == 0 {
 		return nil
