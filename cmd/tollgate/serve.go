@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 	"golang.org/x/sync/errgroup"
@@ -31,6 +33,16 @@ type serveConfig struct {
 	Debounce       time.Duration
 	LogLevel       string
 	LogFormat      string
+
+	// XDSTLSCert, XDSTLSKey and XDSClientCA switch xDS to mutual TLS.
+	XDSTLSCert  string
+	XDSTLSKey   string
+	XDSClientCA string
+	// XDSIdentities binds client certificate identities to gateways; only
+	// from the config file (or TOLLGATE_XDS_IDENTITIES as JSON).
+	XDSIdentities []xds.IdentityBinding
+	// AllowPlaintextSecrets lets plaintext xDS serve secrets.
+	AllowPlaintextSecrets bool
 }
 
 func newServeCmd() *cobra.Command { return newServeCmdWith(viper.New()) }
@@ -59,6 +71,10 @@ func newServeCmdWith(v *viper.Viper) *cobra.Command {
 	f.Duration("debounce", store.DefaultDebounce, "quiet period before a changed policy directory is reloaded")
 	f.String("log-level", "info", "debug, info, warn or error")
 	f.String("log-format", "text", "text or json")
+	f.String("xds-tls-cert", "", "xDS server certificate (PEM); with --xds-tls-key and --xds-client-ca, xDS requires mutual TLS")
+	f.String("xds-tls-key", "", "private key of --xds-tls-cert (PEM)")
+	f.String("xds-client-ca", "", "CA bundle (PEM) that Envoy client certificates must chain to")
+	f.Bool("allow-plaintext-secrets", false, "serve secrets over plaintext (loopback-only) xDS, where any local process can fetch them")
 	v.SetEnvPrefix("TOLLGATE")
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
 	v.AutomaticEnv()
@@ -81,11 +97,92 @@ func loadServeConfig(v *viper.Viper) (serveConfig, error) {
 		Debounce:       v.GetDuration("debounce"),
 		LogLevel:       v.GetString("log-level"),
 		LogFormat:      v.GetString("log-format"),
+
+		XDSTLSCert:            v.GetString("xds-tls-cert"),
+		XDSTLSKey:             v.GetString("xds-tls-key"),
+		XDSClientCA:           v.GetString("xds-client-ca"),
+		AllowPlaintextSecrets: v.GetBool("allow-plaintext-secrets"),
 	}
 	if cfg.Policies == "" {
 		return cfg, errors.New("--policies is required (or TOLLGATE_POLICIES, or policies: in --config): the directory of policy YAML files")
 	}
+	ids, err := loadIdentities(v)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.XDSIdentities = ids
 	return cfg, nil
+}
+
+// loadIdentities reads xds-identities, a list of {identity, gateways}:
+// from the config file, or from TOLLGATE_XDS_IDENTITIES as JSON. Unknown
+// keys are errors, as a misspelt "gateway:" would otherwise grant nothing
+// silently.
+func loadIdentities(v *viper.Viper) ([]xds.IdentityBinding, error) {
+	const key = "xds-identities"
+	var ids []xds.IdentityBinding
+	switch raw := v.Get(key).(type) {
+	case nil:
+		return nil, nil
+	case string:
+		dec := json.NewDecoder(strings.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ids); err != nil {
+			return nil, fmt.Errorf("TOLLGATE_XDS_IDENTITIES: want a JSON list like [{\"identity\": \"spiffe://corp.example/gateway/egress\", \"gateways\": [\"egress\"]}]: %w", err)
+		}
+	default:
+		err := v.UnmarshalKey(key, &ids, func(c *mapstructure.DecoderConfig) { c.ErrorUnused = true })
+		if err != nil {
+			return nil, fmt.Errorf("%s in the config file: want a list of {identity: ..., gateways: [...]}: %w", key, err)
+		}
+	}
+	return ids, nil
+}
+
+// xdsOptions checks the xDS security settings and turns them into the xDS
+// server's options: mutual TLS with identity bindings, or plaintext on a
+// loopback address only.
+func (cfg serveConfig) xdsOptions(log *slog.Logger) (xds.Options, error) {
+	opts := xds.Options{Log: log, AllowPlaintextSecrets: cfg.AllowPlaintextSecrets}
+	set := 0
+	for _, f := range []string{cfg.XDSTLSCert, cfg.XDSTLSKey, cfg.XDSClientCA} {
+		if f != "" {
+			set++
+		}
+	}
+	switch {
+	case set == 0:
+		if len(cfg.XDSIdentities) > 0 {
+			return opts, errors.New("xds-identities is set but xDS is plaintext: identities come from client certificates, so also set --xds-tls-cert, --xds-tls-key and --xds-client-ca")
+		}
+		if err := xds.CheckPlaintextAddr(cfg.XDSAddr); err != nil {
+			return opts, err
+		}
+		if cfg.AllowPlaintextSecrets {
+			log.Warn("SECRETS OVER PLAINTEXT: --allow-plaintext-secrets is set, so any process on this host that can connect to the xDS port can fetch every gateway's API keys and private keys; serve xDS over mutual TLS (--xds-tls-cert, --xds-tls-key, --xds-client-ca) instead",
+				"xds", cfg.XDSAddr)
+		}
+		return opts, nil
+	case set < 3:
+		return opts, errors.New("--xds-tls-cert, --xds-tls-key and --xds-client-ca go together: tollgate's xDS TLS always verifies Envoy client certificates")
+	}
+	if len(cfg.XDSIdentities) == 0 {
+		return opts, errors.New("xDS requires client certificates but xds-identities is empty, so every Envoy would be refused: " +
+			"in the config file, bind each Envoy identity to its gateways, e.g. xds-identities: [{identity: spiffe://corp.example/gateway/egress, gateways: [egress]}]")
+	}
+	authz, err := xds.NewAuthorizer(cfg.XDSIdentities)
+	if err != nil {
+		return opts, err
+	}
+	tlsCfg, err := xds.NewServerTLS(xds.TLSFiles{Cert: cfg.XDSTLSCert, Key: cfg.XDSTLSKey, ClientCA: cfg.XDSClientCA}, log)
+	if err != nil {
+		return opts, err
+	}
+	if cfg.AllowPlaintextSecrets {
+		log.Info("--allow-plaintext-secrets has no effect: xDS uses mutual TLS")
+	}
+	opts.TLS, opts.Authorizer = tlsCfg, authz
+	return opts, nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -120,7 +217,11 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 	if err != nil {
 		return nil, err
 	}
-	xdsServer := xds.NewServer(ctx, xds.Options{Log: log})
+	xdsOpts, err := cfg.xdsOptions(log)
+	if err != nil {
+		return nil, err
+	}
+	xdsServer := xds.NewServer(ctx, xdsOpts)
 	st, err := store.New(store.Options{
 		Settings: model.Settings{SystemCABundle: cfg.SystemCABundle},
 		Accept:   xdsServer.Apply,
@@ -136,6 +237,13 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
 		return nil, fmt.Errorf("xDS listener: %w", err)
+	}
+	if xdsOpts.TLS == nil {
+		// A host name such as localhost is checked again as bound.
+		if err := xds.CheckPlaintextAddr(xdsLis.Addr().String()); err != nil {
+			xdsLis.Close()
+			return nil, err
+		}
 	}
 	adminLis, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
@@ -160,7 +268,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 	})
 	g.Go(func() error { return src.Watch(gctx, st, nil) })
 	log.Info("tollgate serving", "version", versionString(), "policies", cfg.Policies,
-		"xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(), "gateways", len(st.Config().Gateways))
+		"xds", xdsLis.Addr().String(), "xds_mtls", xdsOpts.TLS != nil, "admin", adminLis.Addr().String(), "gateways", len(st.Config().Gateways))
 	return &instance{
 		XDSAddr:   xdsLis.Addr(),
 		AdminAddr: adminLis.Addr(),
