@@ -5,8 +5,12 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	bootstrap "github.com/tollgate-dev/tollgate/envoy-bootstrap"
@@ -47,6 +51,63 @@ func TestRender(t *testing.T) {
 			require.Equal(t, "xds_cluster", xds.GetName())
 			require.Equal(t, tc.wantType, xds.GetType().String())
 			require.Equal(t, "127.0.0.1", b.GetAdmin().GetAddress().GetSocketAddress().GetAddress())
+			require.Nil(t, xds.GetTransportSocket(), "plaintext unless TLS files are given")
+		})
+	}
+}
+
+func TestRenderMTLS(t *testing.T) {
+	files := bootstrap.Options{Gateway: "egress", NodeID: "vm-1",
+		XDSCAFile: "/etc/envoy/xds-ca.crt", XDSCertFile: "/etc/envoy/xds.crt", XDSKeyFile: "/etc/envoy/xds.key"}
+	with := func(addr, serverName string) bootstrap.Options {
+		o := files
+		o.XDSAddr, o.XDSServerName = addr, serverName
+		return o
+	}
+	for _, tc := range []struct {
+		name    string
+		opts    bootstrap.Options
+		sni     string
+		sanType tlsv3.SubjectAltNameMatcher_SanType
+		san     string
+	}{
+		{"dns host", with("tollgate.internal:18000", ""), "tollgate.internal", tlsv3.SubjectAltNameMatcher_DNS, "tollgate.internal"},
+		{"ip host", with("10.0.0.5:18000", ""), "", tlsv3.SubjectAltNameMatcher_IP_ADDRESS, "10.0.0.5"},
+		{"ipv6 host", with("[::1]:18000", ""), "", tlsv3.SubjectAltNameMatcher_IP_ADDRESS, "::1"},
+		{"server name", with("10.0.0.5:18000", "tollgate.corp.example"), "tollgate.corp.example", tlsv3.SubjectAltNameMatcher_DNS, "tollgate.corp.example"},
+		{"hostile paths", bootstrap.Options{Gateway: "egress", NodeID: "vm-1", XDSAddr: "tollgate.internal:18000",
+			XDSCAFile: "/ca\"\nadmin: {}", XDSCertFile: "/c rt: x", XDSKeyFile: "/k'ey"}, "tollgate.internal", tlsv3.SubjectAltNameMatcher_DNS, "tollgate.internal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, err := bootstrap.Render(tc.opts)
+			require.NoError(t, err)
+			b := parse(t, data)
+			sock := b.GetStaticResources().GetClusters()[0].GetTransportSocket()
+			require.Equal(t, "envoy.transport_sockets.tls", sock.GetName())
+			got := &tlsv3.UpstreamTlsContext{}
+			require.NoError(t, sock.GetTypedConfig().UnmarshalTo(got), "the typed_config is an UpstreamTlsContext")
+			file := func(name string) *corev3.DataSource {
+				return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: name}}
+			}
+			want := &tlsv3.UpstreamTlsContext{
+				Sni: tc.sni,
+				CommonTlsContext: &tlsv3.CommonTlsContext{
+					TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+					AlpnProtocols: []string{"h2"},
+					TlsCertificates: []*tlsv3.TlsCertificate{{
+						CertificateChain: file(tc.opts.XDSCertFile),
+						PrivateKey:       file(tc.opts.XDSKeyFile),
+					}},
+					ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+						TrustedCa: file(tc.opts.XDSCAFile),
+						MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+							SanType: tc.sanType,
+							Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: tc.san}},
+						}},
+					}},
+				},
+			}
+			require.True(t, proto.Equal(want, got), "UpstreamTlsContext:\n got %s\nwant %s", protojson.Format(got), protojson.Format(want))
 		})
 	}
 }
@@ -60,6 +121,9 @@ func TestRenderErrors(t *testing.T) {
 		{bootstrap.Options{Gateway: "g", XDSAddr: "127.0.0.1:1"}, "--node-id is required"},
 		{bootstrap.Options{Gateway: "g", NodeID: "n", XDSAddr: "127.0.0.1"}, "want host:port"},
 		{bootstrap.Options{Gateway: "g", NodeID: "n", XDSAddr: "127.0.0.1:0"}, "port must be"},
+		{bootstrap.Options{Gateway: "g", NodeID: "n", XDSAddr: "127.0.0.1:1", XDSCAFile: "/ca"}, "--xds-ca-file, --xds-cert-file and --xds-key-file go together"},
+		{bootstrap.Options{Gateway: "g", NodeID: "n", XDSAddr: "127.0.0.1:1", XDSCertFile: "/c", XDSKeyFile: "/k"}, "go together"},
+		{bootstrap.Options{Gateway: "g", NodeID: "n", XDSAddr: "127.0.0.1:1", XDSServerName: "x"}, "--xds-server-name needs"},
 	} {
 		_, err := bootstrap.Render(tc.opts)
 		require.Error(t, err)

@@ -27,5 +27,9 @@ func newBootstrapCmd() *cobra.Command {
 	f.StringVar(&o.XDSAddr, "xds-addr", "127.0.0.1:18000", "tollgate's xDS address")
 	f.Uint32Var(&o.AdminPort, "admin-port", 9901, "Envoy admin port, bound to 127.0.0.1")
 	f.BoolVar(&o.Delta, "delta", false, "use incremental (Delta) xDS")
+	f.StringVar(&o.XDSCAFile, "xds-ca-file", "", "path on the Envoy host of the CA bundle tollgate's certificate must chain to; with --xds-cert-file and --xds-key-file, xDS uses mutual TLS")
+	f.StringVar(&o.XDSCertFile, "xds-cert-file", "", "path on the Envoy host of its client certificate (PEM), whose URI or DNS SAN tollgate binds to gateways")
+	f.StringVar(&o.XDSKeyFile, "xds-key-file", "", "path on the Envoy host of the client certificate's private key (PEM)")
+	f.StringVar(&o.XDSServerName, "xds-server-name", "", "name tollgate's certificate must carry (SNI and SAN); default: the host of --xds-addr")
 	return cmd
 }

@@ -406,3 +406,16 @@ xds-identities:
 	require.ErrorContains(t, err, "xds-identities in the config file")
 	require.ErrorContains(t, err, "gateway")
 }
+
+func TestBootstrapMTLSFlags(t *testing.T) {
+	code, out, errOut := cli(t, "bootstrap", "--gateway", "egress", "--node-id", "vm-1", "--xds-addr", "tollgate.internal:18000",
+		"--xds-ca-file", "/etc/envoy/xds-ca.crt", "--xds-cert-file", "/etc/envoy/xds.crt", "--xds-key-file", "/etc/envoy/xds.key")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")
+	require.Contains(t, out, `sni: "tollgate.internal"`)
+	require.Contains(t, out, `certificate_chain: {filename: "/etc/envoy/xds.crt"}`)
+
+	code, _, errOut = cli(t, "bootstrap", "--gateway", "egress", "--node-id", "vm-1", "--xds-cert-file", "/etc/envoy/xds.crt")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "go together")
+}
