@@ -323,6 +323,18 @@ func TestSecretsNeedTLSOrExplicitConsent(t *testing.T) {
 	require.ErrorContains(t, err, "--allow-plaintext-secrets")
 	require.Nil(t, plain.Versions("a"), "nothing was published")
 
+	// Trust material is public: a validation context alone is served.
+	validation := &translate.Output{Gateways: []*translate.GatewayResources{{Key: "a", Secrets: []*tlsv3.Secret{{
+		Name: "tls-validation/default/openai",
+		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/etc/ssl/certs/ca-certificates.crt"}},
+		}},
+	}}}}}
+	require.NoError(t, plain.Publish(validation))
+	withKey := secretOutput()
+	withKey.Gateways[0].Secrets = append(withKey.Gateways[0].Secrets, validation.Gateways[0].Secrets...)
+	require.ErrorContains(t, plain.Publish(withKey), `gateway a: 1 secret(s) ["credential/default/openai"]`)
+
 	inline := &translate.Output{Gateways: []*translate.GatewayResources{{Key: "b", InlineSecrets: true}}}
 	require.ErrorContains(t, plain.Publish(inline), "gateway b: credentials inline in its clusters (static AWS keys)")
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -112,8 +113,8 @@ func (s *Server) Apply(cfg *model.Config) error {
 // empty snapshot, so that its Envoys drop what they were told before
 // instead of serving it forever.
 //
-// Without TLS, Publish refuses an output that carries secrets (see
-// translate.GatewayResources.CarriesSecrets) unless
+// Without TLS, Publish refuses an output that carries confidential
+// secrets (API keys, private keys; not trust bundles) unless
 // Options.AllowPlaintextSecrets is set.
 func (s *Server) Publish(out *translate.Output) error {
 	if err := s.checkPlaintextSecrets(out); err != nil {
@@ -187,18 +188,21 @@ func (s *Server) checkPlaintextSecrets(out *translate.Output) error {
 		if !g.CarriesSecrets() {
 			continue
 		}
-		var what []string
-		if len(g.Secrets) > 0 {
-			names := make([]string, len(g.Secrets))
-			for i, sec := range g.Secrets {
-				names[i] = sec.GetName()
+		var what, names []string
+		for _, sec := range g.Secrets {
+			if sensitive(sec) {
+				names = append(names, sec.GetName())
 			}
+		}
+		if len(names) > 0 {
 			what = append(what, fmt.Sprintf("%d secret(s) %q", len(names), names))
 		}
 		if g.InlineSecrets {
 			what = append(what, "credentials inline in its clusters (static AWS keys)")
 		}
-		errs = append(errs, fmt.Errorf("gateway %s: %s", g.Key, strings.Join(what, " and ")))
+		if len(what) > 0 {
+			errs = append(errs, fmt.Errorf("gateway %s: %s", g.Key, strings.Join(what, " and ")))
+		}
 	}
 	if len(errs) == 0 {
 		return nil
@@ -206,6 +210,15 @@ func (s *Server) checkPlaintextSecrets(out *translate.Output) error {
 	return fmt.Errorf("refusing to serve secrets over plaintext xDS, where any process that reaches the xDS port could fetch them: "+
 		"serve xDS over mutual TLS (--xds-tls-cert, --xds-tls-key, --xds-client-ca and xds-identities), "+
 		"or, if only trusted processes can reach the loopback port, pass --allow-plaintext-secrets:\n%w", errors.Join(errs...))
+}
+
+// sensitive reports whether a secret holds confidential material: an API
+// key or other generic secret, a private key, session ticket keys. A
+// validation context (trusted CAs, CRLs, pins, SANs) is public; refusing
+// it would push operators towards --allow-plaintext-secrets for nothing.
+func sensitive(sec *tlsv3.Secret) bool {
+	_, public := sec.GetType().(*tlsv3.Secret_ValidationContext)
+	return !public
 }
 
 // Versions returns the versions a gateway is served, per short type name.
