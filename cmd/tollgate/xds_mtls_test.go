@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -418,4 +420,63 @@ func TestBootstrapMTLSFlags(t *testing.T) {
 	code, _, errOut = cli(t, "bootstrap", "--gateway", "egress", "--node-id", "vm-1", "--xds-cert-file", "/etc/envoy/xds.crt")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "go together")
+}
+
+// TestExampleXDSMTLS checks examples/xds-mtls as its README uses it: the
+// config file parses, and, where openssl is installed, the certificates
+// gen-certs.sh makes work with that config.
+func TestExampleXDSMTLS(t *testing.T) {
+	example, err := filepath.Abs("../../examples/xds-mtls")
+	require.NoError(t, err)
+	load := func(cfgFile string) serveConfig {
+		v := viper.New()
+		cmd := newServeCmdWith(v)
+		require.NoError(t, cmd.ParseFlags([]string{"--config", cfgFile}))
+		cfg, err := loadServeConfig(v)
+		require.NoError(t, err)
+		return cfg
+	}
+	cfg := load(filepath.Join(example, "tollgate.toml"))
+	require.Equal(t, []xds.IdentityBinding{
+		{Identity: "spiffe://corp.example/gateway/egress", Gateways: []string{"egress"}},
+		{Identity: "vm-7.corp.example", Gateways: []string{"egress", "team-b/egress"}},
+	}, cfg.XDSIdentities)
+	_, err = xds.NewAuthorizer(cfg.XDSIdentities)
+	require.NoError(t, err)
+
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed: gen-certs.sh not tried")
+	}
+	// Run from a copy of the example, so that its relative paths hold
+	// and the repository gets no keys.
+	work := t.TempDir()
+	policies, err := os.ReadFile(filepath.Join(example, "policies", "policies.yaml"))
+	require.NoError(t, err)
+	require.NoError(t, os.Mkdir(filepath.Join(work, "policies"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(work, "policies", "policies.yaml"), policies, 0o644))
+	out, err := exec.Command("sh", filepath.Join(example, "gen-certs.sh"), filepath.Join(work, "certs")).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	t.Chdir(work)
+	cfg = load(filepath.Join(example, "tollgate.toml"))
+	cfg.XDSAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	inst, logs := startWith(t, cfg)
+
+	caPEM, err := os.ReadFile("certs/ca.crt")
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(caPEM))
+	client := func(name string) *tls.Config {
+		pair, err := tls.LoadX509KeyPair("certs/"+name+".crt", "certs/"+name+".key")
+		require.NoError(t, err)
+		return &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
+	for _, name := range []string{"envoy-egress", "envoy-vm-7"} {
+		c := connectTLS(t, inst, client(name), name, "egress", false)
+		_, err := c.WaitFor(waitCtx(t), func(s envoysim.State) bool { return len(s.Names(resourcev3.ListenerType)) == 1 })
+		require.NoError(t, err, name)
+	}
+	rogue := connectTLS(t, inst, client("envoy-rogue"), "envoy-rogue", "egress", false)
+	err = streamEnd(t, rogue)
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.Contains(t, logs.String(), "xDS stream refused")
 }
