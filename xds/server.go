@@ -207,10 +207,14 @@ func (s *Server) checkPlaintextSecrets(out *translate.Output) error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("refusing to serve secrets over plaintext xDS, where any process that reaches the xDS port could fetch them: "+
+	return fmt.Errorf("%w, where any process that reaches the xDS port could fetch them: "+
 		"serve xDS over mutual TLS (--xds-tls-cert, --xds-tls-key, --xds-client-ca and xds-identities), "+
-		"or, if only trusted processes can reach the loopback port, pass --allow-plaintext-secrets:\n%w", errors.Join(errs...))
+		"or, if only trusted processes can reach the loopback port, pass --allow-plaintext-secrets:\n%w", ErrPlaintextSecrets, errors.Join(errs...))
 }
+
+// ErrPlaintextSecrets is the error of Publish when the policies are valid
+// but carry secrets that plaintext xDS must not serve.
+var ErrPlaintextSecrets = errors.New("refusing to serve secrets over plaintext xDS")
 
 // sensitive reports whether a secret holds confidential material: an API
 // key or other generic secret, a private key, session ticket keys. A

@@ -232,6 +232,9 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 	src := store.NewFileSource(cfg.Policies, policies.NewScheme(), log)
 	src.SetDebounce(cfg.Debounce)
 	if err := src.Sync(st); err != nil {
+		if errors.Is(err, xds.ErrPlaintextSecrets) {
+			return nil, fmt.Errorf("policies in %s: %w", cfg.Policies, err)
+		}
 		return nil, fmt.Errorf("policies in %s are not valid; fix them and start again:\n%w", cfg.Policies, err)
 	}
 	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)

@@ -279,7 +279,8 @@ func TestServeSecretsOverPlaintext(t *testing.T) {
 	// Refused at start-up...
 	var logs syncBuffer
 	_, err := start(t.Context(), baseConfig(dir), &logs)
-	require.ErrorContains(t, err, "refusing to serve secrets over plaintext xDS")
+	require.ErrorIs(t, err, xds.ErrPlaintextSecrets)
+	require.NotContains(t, err.Error(), "not valid", "the policies are fine; the xDS transport is not")
 	require.ErrorContains(t, err, `gateway egress: 1 secret(s) ["credential/default/openai"]`)
 	require.ErrorContains(t, err, "--allow-plaintext-secrets")
 
