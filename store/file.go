@@ -73,9 +73,10 @@ func policyFile(name string) bool {
 // not be read.
 func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
 	var files []string
-	err := filepath.WalkDir(f.dir, func(path string, d fs.DirEntry, err error) error {
+	root := walkRoot(f.dir)
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if path == f.dir {
+			if path == root {
 				return err
 			}
 			// A file that vanished mid-walk is simply not there any more.
@@ -85,7 +86,7 @@ func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
 			return err
 		}
 		if d.IsDir() {
-			if path != f.dir && strings.HasPrefix(d.Name(), ".") {
+			if path != root && strings.HasPrefix(d.Name(), ".") {
 				return filepath.SkipDir
 			}
 			return nil
@@ -234,7 +235,18 @@ func (f *FileSource) report(err error) {
 	f.log.Error("policies rejected; still serving the last good config", "dir", f.dir, "err", err)
 }
 
+// walkRoot makes WalkDir enter a root that is a symbolic link to a
+// directory (a common way to switch policy sets atomically), which it
+// otherwise reports as a single non-directory entry.
+func walkRoot(dir string) string {
+	if fi, err := os.Lstat(dir); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return dir + string(filepath.Separator)
+	}
+	return dir
+}
+
 func (f *FileSource) addTree(w *fsnotify.Watcher, root string) error {
+	root = walkRoot(root)
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -245,7 +257,7 @@ func (f *FileSource) addTree(w *fsnotify.Watcher, root string) error {
 		if !d.IsDir() {
 			return nil
 		}
-		if path != f.dir && strings.HasPrefix(d.Name(), ".") {
+		if path != root && strings.HasPrefix(d.Name(), ".") {
 			return filepath.SkipDir
 		}
 		if err := w.Add(path); err != nil {

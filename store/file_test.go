@@ -216,3 +216,16 @@ func TestReplaceMergesSources(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, st.Config().Objects, 2)
 }
+
+// A policy directory given as a symbolic link (e.g. switched atomically
+// between releases) is read through the link.
+func TestLoadFollowsSymlinkedRoot(t *testing.T) {
+	real := t.TempDir()
+	write(t, filepath.Join(real, "p.yaml"), gateway)
+	link := filepath.Join(t.TempDir(), "current")
+	require.NoError(t, os.Symlink(real, link))
+	objs, errs, err := store.NewFileSource(link, policies.NewScheme(), nil).Load()
+	require.NoError(t, err)
+	require.Empty(t, errs)
+	require.Len(t, objs, 1)
+}
