@@ -111,6 +111,12 @@ func writePolicies(t *testing.T, dir string, files map[string]string) {
 // kernel and stops it when the test ends.
 func startTollgate(t *testing.T, dir string) (*instance, *syncBuffer) {
 	t.Helper()
+	return startTollgateWith(t, dir, nil)
+}
+
+// startTollgateWith is startTollgate with changes to the serve settings.
+func startTollgateWith(t *testing.T, dir string, change func(*serveConfig)) (*instance, *syncBuffer) {
+	t.Helper()
 	logs := &syncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -118,11 +124,15 @@ func startTollgate(t *testing.T, dir string) (*instance, *syncBuffer) {
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	inst, err := start(ctx, serveConfig{
+	cfg := serveConfig{
 		Policies: dir, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		SystemCABundle: "/etc/ssl/certs/ca-certificates.crt",
 		Debounce:       10 * time.Millisecond, LogLevel: "info", LogFormat: "text",
-	}, logs)
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	inst, err := start(ctx, cfg, logs)
 	require.NoError(t, err)
 	stopped := false
 	stop := func() {

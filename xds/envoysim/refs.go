@@ -10,6 +10,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // followedTypes are the types subscribed to by name, for what clusters and
@@ -35,15 +37,14 @@ func references(clusters, listeners map[string]proto.Message) map[string]map[str
 			}
 			refs[resource.EndpointType][name] = true
 		}
-		secretRefs(c.GetTransportSocket(), secrets)
-		for _, match := range c.GetTransportSocketMatches() {
-			secretRefs(match.GetTransportSocket(), secrets)
-		}
+		// Secrets are referenced from transport sockets and from upstream
+		// HTTP filters (credential injectors) alike: follow every one.
+		sdsRefs(c.ProtoReflect(), secrets)
 	}
 	for _, m := range listeners {
 		l := m.(*listenerv3.Listener)
+		sdsRefs(l.ProtoReflect(), secrets)
 		for _, fc := range slices.Concat(l.GetFilterChains(), []*listenerv3.FilterChain{l.GetDefaultFilterChain()}) {
-			secretRefs(fc.GetTransportSocket(), secrets)
 			for _, f := range fc.GetFilters() {
 				hcm := &hcmv3.HttpConnectionManager{}
 				if !f.GetTypedConfig().MessageIs(hcm) || f.GetTypedConfig().UnmarshalTo(hcm) != nil {
@@ -58,29 +59,38 @@ func references(clusters, listeners map[string]proto.Message) map[string]map[str
 	return refs
 }
 
-// secretRefs adds the SDS secrets a TLS transport socket fetches over ADS.
-func secretRefs(ts *corev3.TransportSocket, names map[string]bool) {
-	add := func(s *tlsv3.SdsSecretConfig) {
-		if isADS(s.GetSdsConfig()) {
-			names[s.GetName()] = true
+// sdsRefs adds every SDS secret fetched over ADS anywhere below m,
+// looking inside Anys, as Envoy does when it builds the listener or
+// cluster and everything in it.
+func sdsRefs(m protoreflect.Message, names map[string]bool) {
+	switch x := m.Interface().(type) {
+	case *tlsv3.SdsSecretConfig:
+		if isADS(x.GetSdsConfig()) {
+			names[x.GetName()] = true
 		}
-	}
-	var common *tlsv3.CommonTlsContext
-	up, down := &tlsv3.UpstreamTlsContext{}, &tlsv3.DownstreamTlsContext{}
-	switch tc := ts.GetTypedConfig(); {
-	case tc.MessageIs(up) && tc.UnmarshalTo(up) == nil:
-		common = up.GetCommonTlsContext()
-	case tc.MessageIs(down) && tc.UnmarshalTo(down) == nil:
-		common = down.GetCommonTlsContext()
-		add(down.GetSessionTicketKeysSdsSecretConfig())
-	default:
+		return
+	case *anypb.Any:
+		if inner, err := x.UnmarshalNew(); err == nil {
+			sdsRefs(inner.ProtoReflect(), names)
+		}
 		return
 	}
-	for _, s := range common.GetTlsCertificateSdsSecretConfigs() {
-		add(s)
-	}
-	add(common.GetValidationContextSdsSecretConfig())
-	add(common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig())
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			for i := 0; i < v.List().Len(); i++ {
+				sdsRefs(v.List().Get(i).Message(), names)
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				sdsRefs(mv.Message(), names)
+				return true
+			})
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			sdsRefs(v.Message(), names)
+		}
+		return true
+	})
 }
 
 func isADS(cs *corev3.ConfigSource) bool { return cs.GetAds() != nil }
