@@ -90,7 +90,9 @@ type BackendConfig struct {
 	Backend  *Backend
 	Hostname string
 	Port     uint32
-	// Addresses are static endpoints; empty means Envoy resolves Hostname.
+	// Addresses are the endpoints Envoy connects to, served over EDS: the
+	// static ones, or those that passed reverse DNS. Empty means Envoy
+	// resolves Hostname.
 	Addresses []Address
 	TLS       bool
 	Protocol  string
@@ -104,6 +106,14 @@ type BackendConfig struct {
 	Credential *Credential
 	// Egress are the EgressPolicy's settings.
 	Egress EgressSettings
+	// DNS are the DNSPolicies' settings: how each gateway's Envoys resolve
+	// Hostname, and the reverse-DNS check, if any.
+	DNS BackendDNS
+	// Unavailable, when set, says why the backend is not served (e.g. its
+	// reverse DNS did not verify): it gets no cluster, routes leave it out
+	// of their weighted clusters and answer 503 with this reason when no
+	// other backend remains.
+	Unavailable string
 }
 
 // BackendTLS is the effective TLS client configuration of a backend.

@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/policies/backendtls"
 	"github.com/tollgate-dev/tollgate/policies/credentialinjector"
+	"github.com/tollgate-dev/tollgate/policies/dnspolicy"
 	"github.com/tollgate-dev/tollgate/policies/egresspolicy"
 	"github.com/tollgate-dev/tollgate/policies/policy"
 )
@@ -25,6 +26,7 @@ var Kinds = []policy.Kind{
 	backendtls.Kind,
 	credentialinjector.Kind,
 	egresspolicy.Kind,
+	dnspolicy.Kind,
 }
 
 // NewScheme returns a scheme that decodes the core kinds and every policy
@@ -52,11 +54,24 @@ func MaterialKeys(objs []model.Object) []string {
 	return slices.Compact(keys)
 }
 
+// ReverseDNSChecks lists the reverse-DNS verifications the policies of cfg
+// ask for, for the store to run before lowering (see dnspolicy).
+func ReverseDNSChecks(cfg *model.Config) []model.ReverseDNSCheck {
+	return dnspolicy.Checks(cfg)
+}
+
+// Inputs are what the store read for the policies before lowering: the
+// files and variables they name, and the reverse-DNS results they ask for.
+type Inputs struct {
+	Materials  model.Materials
+	ReverseDNS model.ReverseDNSResults
+}
+
 // Lower attaches every policy of cfg to its targets and applies it to the
 // effective settings. It reports targets that do not exist or that the
 // kind cannot attach to; two policies of one kind on one target conflict,
 // and the one whose name sorts first wins while the other gets a condition.
-func Lower(cfg *model.Config, materials model.Materials) model.Violations {
+func Lower(cfg *model.Config, in Inputs) model.Violations {
 	var errs model.Violations
 	idx := policy.NewIndex(cfg)
 	for _, k := range Kinds {
@@ -87,7 +102,7 @@ func Lower(cfg *model.Config, materials model.Materials) model.Violations {
 					continue
 				}
 				claimed[target] = pref
-				k.Lower(policy.Context{Config: cfg, Index: idx, Materials: materials, Validator: v, Path: path}, p, target)
+				k.Lower(policy.Context{Config: cfg, Index: idx, Materials: in.Materials, ReverseDNS: in.ReverseDNS, Validator: v, Path: path}, p, target)
 			}
 		}
 	}

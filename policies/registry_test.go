@@ -33,7 +33,7 @@ func lower(t *testing.T, src string, materials model.Materials) (*model.Config, 
 	require.Empty(t, errs)
 	cfg, errs := model.BuildConfig(objs, model.Settings{})
 	require.Empty(t, errs)
-	return cfg, policies.Lower(cfg, materials)
+	return cfg, policies.Lower(cfg, policies.Inputs{Materials: materials})
 }
 
 func TestConflictingPoliciesFirstByNameWins(t *testing.T) {

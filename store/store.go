@@ -48,6 +48,10 @@ type Options struct {
 	// committed; an error rejects the change as if the policies were
 	// invalid. tollgate serve translates and publishes here.
 	Accept func(*model.Config) error
+	// DNS runs the reverse-DNS checks DNSPolicies ask for. Nil resolves
+	// nothing: such backends are reported as not verified and not served
+	// (tollgate validate works offline this way).
+	DNS *DNSVerifier
 }
 
 // Store merges the objects of every source and hands out the resolved
@@ -134,6 +138,41 @@ func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Vio
 			return nil, fmt.Errorf("store index: %w", err)
 		}
 	}
+	cfg, err := s.apply(txn, decodeErrs)
+	if err != nil {
+		s.lastErr = err
+		return nil, err
+	}
+	txn.Commit()
+	s.current, s.lastErr = cfg, nil
+	return cfg, nil
+}
+
+// Reload rebuilds the served config from the objects the store holds, for
+// inputs that change outside every source: the DNSVerifier calls it when a
+// reverse-DNS result changes. A refusal is reported like any other (the
+// last good config stays); success leaves the status of the latest source
+// change as it was.
+func (s *Store) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current == nil {
+		return nil
+	}
+	txn := s.db.Txn(false)
+	defer txn.Abort()
+	cfg, err := s.apply(txn, nil)
+	if err != nil {
+		s.lastErr = err
+		return err
+	}
+	s.current = cfg
+	return nil
+}
+
+// apply resolves and lowers the objects txn holds and offers the result to
+// Accept. The caller holds s.mu.
+func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations) (*model.Config, error) {
 	all, err := allObjects(txn)
 	if err != nil {
 		return nil, err
@@ -146,22 +185,24 @@ func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Vio
 			s.materialFiles = append(s.materialFiles, p)
 		}
 	}
+	var checks []model.ReverseDNSCheck
 	if cfg != nil {
-		violations = append(violations, policies.Lower(cfg, loadMaterials(keys))...)
+		checks = policies.ReverseDNSChecks(cfg)
+		violations = append(violations, policies.Lower(cfg, policies.Inputs{
+			Materials:  loadMaterials(keys),
+			ReverseDNS: s.opts.DNS.results(checks),
+		})...)
 	}
 	violations = append(append(model.Violations(nil), decodeErrs...), violations...)
 	if err := violations.Err(); err != nil {
-		s.lastErr = err
 		return nil, err
 	}
 	if s.opts.Accept != nil {
 		if err := s.opts.Accept(cfg); err != nil {
-			s.lastErr = err
 			return nil, err
 		}
 	}
-	txn.Commit()
-	s.current, s.lastErr = cfg, nil
+	s.opts.DNS.retain(checks)
 	return cfg, nil
 }
 
@@ -203,6 +244,10 @@ type PolicyStatus struct {
 	Violations []model.Violation `json:"violations,omitempty"`
 	// Error is set when the refusal was not a list of violations.
 	Error string `json:"error,omitempty"`
+	// Conditions of the config being served: policy outcomes that are not
+	// errors, such as a policy that lost a conflict or a backend whose
+	// reverse DNS did not verify.
+	Conditions []model.Condition `json:"conditions,omitempty"`
 }
 
 // Status reports what is served and why the latest change was refused, if
@@ -215,6 +260,7 @@ func (s *Store) Status() PolicyStatus {
 		for _, o := range s.current.Objects {
 			st.Objects[o.GetTypeMeta().Kind]++
 		}
+		st.Conditions = s.current.Conditions
 	}
 	if s.lastErr != nil {
 		if vs, ok := model.AsViolations(s.lastErr); ok {

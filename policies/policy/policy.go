@@ -30,6 +30,9 @@ type Context struct {
 	Config    *model.Config
 	Index     *Index
 	Materials model.Materials
+	// ReverseDNS are the results of the reverse-DNS checks the store ran
+	// for this config (see policies.ReverseDNSChecks); nil when it ran none.
+	ReverseDNS model.ReverseDNSResults
 	// Validator reports violations on the policy.
 	Validator *model.Validator
 	// Path is the field path of the targetRef being lowered.
