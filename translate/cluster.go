@@ -6,8 +6,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	dnscommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/common/dns/v3"
-	dnsclusterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -23,12 +21,14 @@ const DefaultConnectTimeout = 10 * time.Second
 // typed_extension_protocol_options.
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
-// Cluster builds a backend's cluster. A backend with a hostname and no
-// static addresses is a DNS cluster with logical DNS semantics (one
-// connection target, re-resolved as the provider's DNS changes, as suits
-// CDN-fronted APIs); a backend with static addresses takes its endpoints
-// from EDS, so that address changes never touch the cluster.
-func Cluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.Cluster, error) {
+// Cluster builds a backend's cluster for the Envoys of gateway gw. A
+// backend with a hostname and no static addresses is a DNS cluster with
+// logical DNS semantics (one connection target, re-resolved as the
+// provider's DNS changes, as suits CDN-fronted APIs), resolved with the
+// gateway's DNSPolicy defaults and the backend's overrides; a backend with
+// static or reverse-DNS-verified addresses takes its endpoints from EDS, so
+// that address changes never touch the cluster.
+func Cluster(cfg *model.Config, gw model.Ref, b *model.BackendConfig) (*clusterv3.Cluster, error) {
 	connect := DefaultConnectTimeout
 	if t := b.Egress.ConnectTimeout; t != nil {
 		connect = *t
@@ -46,11 +46,11 @@ func Cluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.Cluster, err
 			ServiceName: ClusterName(b),
 		}
 	} else {
-		dns, err := toAny(&dnsclusterv3.DnsCluster{
-			AllAddressesInSingleEndpoint: true,
-			// Many VMs have IPv6 addresses without a route to the internet.
-			DnsLookupFamily: dnscommonv3.DnsLookupFamily_V4_PREFERRED,
-		})
+		dc, err := DNSCluster(b.DNS.For(gw))
+		if err != nil {
+			return nil, err
+		}
+		dns, err := toAny(dc)
 		if err != nil {
 			return nil, err
 		}
@@ -130,8 +130,10 @@ func circuitBreakers(e model.EgressSettings) *clusterv3.CircuitBreakers {
 }
 
 // OAuth2TokenCluster is the cluster Envoy fetches a backend's OAuth2 tokens
-// through: TLS to the token endpoint, verified like any provider.
-func OAuth2TokenCluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.Cluster, error) {
+// through: TLS to the token endpoint, verified like any provider. The
+// gateway's DNS defaults apply to it; the backend's own DNS overrides are
+// about the backend's hostname, not the token endpoint's.
+func OAuth2TokenCluster(cfg *model.Config, gw model.Ref, b *model.BackendConfig) (*clusterv3.Cluster, error) {
 	o := b.Credential.OAuth2
 	token := &model.BackendConfig{
 		Ref:      model.Ref{Kind: "OAuth2TokenEndpoint", Namespace: b.Ref.Namespace, Name: b.Ref.Name},
@@ -139,8 +141,9 @@ func OAuth2TokenCluster(cfg *model.Config, b *model.BackendConfig) (*clusterv3.C
 		Port:     o.TokenPort,
 		TLS:      true,
 		Protocol: model.ProtocolHTTP1,
+		DNS:      model.BackendDNS{Gateways: b.DNS.Gateways},
 	}
-	c, err := Cluster(cfg, token)
+	c, err := Cluster(cfg, gw, token)
 	if err != nil {
 		return nil, err
 	}

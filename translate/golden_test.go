@@ -23,13 +23,14 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/out
 
 // loadCase decodes, resolves and lowers one input file the way tollgate
 // serve does, through the store (which also reads the files policies refer
-// to). Violations name the file relative to testdata/in.
+// to, and answers reverse-DNS checks from goldenDNS). Violations name the
+// file relative to testdata/in.
 func loadCase(t testing.TB, file string) (*model.Config, model.Violations) {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	require.NoError(t, err)
 	objs, errs := policies.NewScheme().Decode(file, data)
-	st, err := store.New(store.Options{})
+	st, err := store.New(store.Options{DNS: goldenVerifier()})
 	require.NoError(t, err)
 	cfg, err := st.Replace("golden", objs, errs)
 	if err != nil {
@@ -45,8 +46,9 @@ func loadCase(t testing.TB, file string) (*model.Config, model.Violations) {
 }
 
 // TestGolden translates every testdata/in/*.yaml and compares each resource
-// kind with testdata/out/<case>.<kind>.yaml; inputs that must be rejected
-// are compared with testdata/out/<case>.errors.txt instead.
+// kind with testdata/out/<case>.<kind>.yaml, and the status conditions with
+// testdata/out/<case>.conditions.yaml; inputs that must be rejected are
+// compared with testdata/out/<case>.errors.txt instead.
 func TestGolden(t *testing.T) {
 	inputs, err := filepath.Glob("testdata/in/*.yaml")
 	require.NoError(t, err)
@@ -65,6 +67,11 @@ func TestGolden(t *testing.T) {
 				require.NoError(t, out.Validate(), "Envoy would reject the output")
 				for kind, data := range render(t, out) {
 					files[name+"."+kind+".yaml"] = data
+				}
+				if len(cfg.Conditions) > 0 {
+					data, err := yaml.Marshal(cfg.Conditions)
+					require.NoError(t, err)
+					files[name+".conditions.yaml"] = data
 				}
 			}
 			for f, got := range files {

@@ -136,9 +136,13 @@ func pathLen(p *model.PathMatch) int {
 // Route builds the Envoy route of one match of a rule.
 func Route(r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, matchIndex int) (*routev3.Route, error) {
 	route := &routev3.Route{
-		Name:   RouteName(r, rule, matchIndex),
-		Match:  RouteMatch(m),
-		Action: &routev3.Route_Route{Route: RouteAction(rule)},
+		Name:  RouteName(r, rule, matchIndex),
+		Match: RouteMatch(m),
+	}
+	if ServedBackends(rule) != nil {
+		route.Action = &routev3.Route_Route{Route: RouteAction(rule)}
+	} else {
+		route.Action = &routev3.Route_DirectResponse{DirectResponse: UnavailableResponse(rule)}
 	}
 	if len(rule.AllowedSources) > 0 {
 		rbac, err := toAny(SourceRBAC(rule.AllowedSources))
@@ -206,18 +210,20 @@ func regex(s string) *matcherv3.RegexMatcher {
 	return &matcherv3.RegexMatcher{Regex: s}
 }
 
-// RouteAction sends a rule's traffic to its backends. Each backend keeps
-// its own Host header: with one backend it is the route's host rewrite, with
-// several it is set per weighted cluster.
+// RouteAction sends a rule's traffic to its served backends (see
+// ServedBackends). Each backend keeps its own Host header: with one backend
+// it is the route's host rewrite, with several it is set per weighted
+// cluster.
 func RouteAction(rule *model.RuleConfig) *routev3.RouteAction {
+	backends := ServedBackends(rule)
 	ra := &routev3.RouteAction{
 		Timeout: durationpb.New(rule.Timeout),
 	}
 	if rule.StreamIdleTimeout != nil {
 		ra.IdleTimeout = durationpb.New(*rule.StreamIdleTimeout)
 	}
-	if len(rule.Backends) == 1 {
-		b := rule.Backends[0].Backend
+	if len(backends) == 1 {
+		b := backends[0].Backend
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: ClusterName(b)}
 		if b.Hostname != "" {
 			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: b.Hostname}
@@ -225,7 +231,7 @@ func RouteAction(rule *model.RuleConfig) *routev3.RouteAction {
 		return ra
 	}
 	wc := &routev3.WeightedCluster{}
-	for _, wb := range rule.Backends {
+	for _, wb := range backends {
 		cw := &routev3.WeightedCluster_ClusterWeight{
 			Name:   ClusterName(wb.Backend),
 			Weight: wrapperspb.UInt32(wb.Weight),

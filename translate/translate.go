@@ -88,7 +88,11 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 		for _, r := range l.Routes {
 			for _, rule := range r.Rules {
 				for _, wb := range rule.Backends {
-					used[wb.Backend.Ref] = wb.Backend
+					// An unavailable backend gets no cluster: its routes
+					// answer 503 instead (see unavailable.go).
+					if wb.Backend.Unavailable == "" {
+						used[wb.Backend.Ref] = wb.Backend
+					}
 				}
 			}
 		}
@@ -99,7 +103,7 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 	}
 	sort.Slice(backends, func(i, j int) bool { return backends[i].Ref.Less(backends[j].Ref) })
 	for _, b := range backends {
-		c, err := Cluster(cfg, b)
+		c, err := Cluster(cfg, g.Ref, b)
 		if err != nil {
 			return nil, err
 		}
@@ -108,7 +112,7 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 			gr.Endpoints = append(gr.Endpoints, ClusterLoadAssignment(b))
 		}
 		if b.Credential != nil && b.Credential.Kind == model.CredentialOAuth2 {
-			tc, err := OAuth2TokenCluster(cfg, b)
+			tc, err := OAuth2TokenCluster(cfg, g.Ref, b)
 			if err != nil {
 				return nil, err
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	awsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/aws/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -45,6 +46,9 @@ func redact(m protoreflect.Message) {
 		if x.SessionToken != "" {
 			x.SessionToken = describe([]byte(x.SessionToken))
 		}
+		return
+	case *routev3.DirectResponseAction:
+		// tollgate writes these bodies itself; they carry no secret.
 		return
 	case *anypb.Any:
 		inner, err := x.UnmarshalNew()
