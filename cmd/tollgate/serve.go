@@ -222,9 +222,11 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 		return nil, err
 	}
 	xdsServer := xds.NewServer(ctx, xdsOpts)
+	dns := store.NewDNSVerifier(store.DNSVerifierOptions{Log: log})
 	st, err := store.New(store.Options{
 		Settings: model.Settings{SystemCABundle: cfg.SystemCABundle},
 		Accept:   xdsServer.Apply,
+		DNS:      dns,
 	})
 	if err != nil {
 		return nil, err
@@ -270,6 +272,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 		return admin.Shutdown(shutdownCtx)
 	})
 	g.Go(func() error { return src.Watch(gctx, st, nil) })
+	g.Go(func() error { return dns.Run(gctx, st) })
 	log.Info("tollgate serving", "version", versionString(), "policies", cfg.Policies,
 		"xds", xdsLis.Addr().String(), "xds_mtls", xdsOpts.TLS != nil, "admin", adminLis.Addr().String(), "gateways", len(st.Config().Gateways))
 	return &instance{
