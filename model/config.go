@@ -128,6 +128,8 @@ type BackendTLS struct {
 	CA []byte
 	// CRL is a PEM CRL list, or nil.
 	CRL []byte
+	// CRLLeafOnly checks only the leaf certificate against the CRLs.
+	CRLLeafOnly bool
 	// SPKIPins are base64 SHA-256 SPKI hashes; CertHashes hex SHA-256
 	// certificate hashes. When both are set, either may match (Envoy's
 	// semantics).
@@ -165,8 +167,11 @@ type Credential struct {
 	Header string
 	Prefix string
 	Secret []byte
-	// StaticHeaders are non-secret headers the provider requires (e.g.
-	// anthropic-version).
+	// DefaultHeaders are non-secret headers the provider requires (e.g.
+	// anthropic-version), added when the workload did not send them.
+	DefaultHeaders map[string]string
+	// StaticHeaders are non-secret headers the operator set; they replace
+	// the workload's.
 	StaticHeaders map[string]string
 	OAuth2        *OAuth2Credential
 	AWS           *AWSCredential

@@ -64,25 +64,37 @@ func UpstreamHTTPFilters(b *model.BackendConfig) ([]*hcmv3.HttpFilter, error) {
 	return filters, nil
 }
 
-// credentialHeaderMutation strips every header workloads use for their own
-// provider credentials and adds the provider's non-secret headers.
+// credentialHeaderMutation strips every header and query parameter
+// workloads use for their own provider credentials, and adds the provider's
+// non-secret headers: the preset's only when the workload sent none, the
+// operator's always.
 func credentialHeaderMutation(c *model.Credential) *headermutationv3.HeaderMutation {
 	m := &headermutationv3.Mutations{}
 	for _, h := range credentialinjector.WorkloadCredentialHeaders {
 		m.RequestMutations = append(m.RequestMutations, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Remove{Remove: h}})
 	}
-	names := make([]string, 0, len(c.StaticHeaders))
-	for h := range c.StaticHeaders {
+	for _, q := range credentialinjector.WorkloadCredentialQueryParams {
+		m.QueryParameterMutations = append(m.QueryParameterMutations, &corev3.KeyValueMutation{Remove: q})
+	}
+	m.RequestMutations = append(m.RequestMutations, headerAppends(c.DefaultHeaders, corev3.HeaderValueOption_ADD_IF_ABSENT)...)
+	m.RequestMutations = append(m.RequestMutations, headerAppends(c.StaticHeaders, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)...)
+	return &headermutationv3.HeaderMutation{Mutations: m}
+}
+
+func headerAppends(headers map[string]string, action corev3.HeaderValueOption_HeaderAppendAction) []*mutationv3.HeaderMutation {
+	names := make([]string, 0, len(headers))
+	for h := range headers {
 		names = append(names, h)
 	}
 	sort.Strings(names)
+	out := make([]*mutationv3.HeaderMutation, 0, len(names))
 	for _, h := range names {
-		m.RequestMutations = append(m.RequestMutations, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Append{Append: &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: h, Value: c.StaticHeaders[h]},
-			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		out = append(out, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Append{Append: &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h, Value: headers[h]},
+			AppendAction: action,
 		}}})
 	}
-	return &headermutationv3.HeaderMutation{Mutations: m}
+	return out
 }
 
 func credentialInjector(b *model.BackendConfig) (*hcmv3.HttpFilter, error) {

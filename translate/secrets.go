@@ -32,6 +32,7 @@ func Secrets(cfg *model.Config, b *model.BackendConfig) []*tlsv3.Secret {
 		}
 		if t.CRL != nil {
 			vc.Crl = inlineBytes(t.CRL)
+			vc.OnlyVerifyLeafCertCrl = t.CRLLeafOnly
 		}
 		out = append(out, &tlsv3.Secret{
 			Name: ValidationSecretName(b),

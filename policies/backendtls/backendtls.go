@@ -6,6 +6,7 @@
 package backendtls
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -51,8 +52,14 @@ type Spec struct {
 	SubjectAltNames []SubjectAltName `yaml:"subjectAltNames,omitempty"`
 	// Pins restrict the accepted certificates further.
 	Pins *Pins `yaml:"pins,omitempty"`
-	// CRL is a PEM file of certificate revocation lists.
+	// CRL is a PEM file of certificate revocation lists. By default Envoy
+	// checks every certificate of the chain and fails the connection when a
+	// CA of the chain has no CRL, so the file needs one per CA of
+	// caCertificates.
 	CRL *model.SecretSource `yaml:"crl,omitempty"`
+	// OnlyVerifyLeafCertCRL checks only the server certificate against the
+	// CRLs, so one CRL (of the issuing CA) is enough.
+	OnlyVerifyLeafCertCRL bool `yaml:"onlyVerifyLeafCertCRL,omitempty"`
 	// MinVersion is TLSv1_2 (default) or TLSv1_3.
 	MinVersion string `yaml:"minVersion,omitempty"`
 	// ALPN overrides the protocols offered (default from the backend's
@@ -182,9 +189,11 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	if len(t.SANs) == 0 {
 		t.SANs = []model.SAN{{Type: "DNS", Value: t.SNI}}
 	}
+	var cas []*x509.Certificate
 	if s.CACertificates != nil {
 		if data := ctx.Material(p, *s.CACertificates, "spec.caCertificates.file"); data != nil {
-			if err := checkCertificates(data); err != nil {
+			var err error
+			if cas, err = parseCertificates(data); err != nil {
 				v.Errorf("spec.caCertificates.file", "%s: %v", s.CACertificates.File, err)
 			} else {
 				t.CA = data
@@ -193,10 +202,18 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	}
 	if s.CRL != nil {
 		if data := ctx.Material(p, *s.CRL, "spec.crl.file"); data != nil {
-			if err := checkCRLs(data); err != nil {
+			crls, err := parseCRLs(data)
+			if err != nil {
 				v.Errorf("spec.crl.file", "%s: %v", s.CRL.File, err)
 			} else {
-				t.CRL = data
+				t.CRL, t.CRLLeafOnly = data, s.OnlyVerifyLeafCertCRL
+				if !s.OnlyVerifyLeafCertCRL {
+					for _, ca := range cas {
+						if !hasCRLFor(crls, ca) {
+							v.Errorf("spec.crl.file", "%s has no CRL issued by CA %q of caCertificates: Envoy would then refuse every connection; add that CA's CRL or set onlyVerifyLeafCertCRL: true", s.CRL.File, ca.Subject.String())
+						}
+					}
+				}
 			}
 		}
 		if s.CACertificates == nil {
@@ -224,10 +241,9 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	b.TLSPolicy = t
 }
 
-// checkCertificates requires at least one certificate and nothing else
-// unparseable.
-func checkCertificates(data []byte) error {
-	n := 0
+// parseCertificates requires at least one certificate and nothing else.
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
 	for rest := data; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
@@ -235,21 +251,22 @@ func checkCertificates(data []byte) error {
 			break
 		}
 		if block.Type != "CERTIFICATE" {
-			return fmt.Errorf("contains a %q block; only CERTIFICATE blocks belong in a CA bundle", block.Type)
+			return nil, fmt.Errorf("contains a %q block; only CERTIFICATE blocks belong in a CA bundle", block.Type)
 		}
-		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-			return fmt.Errorf("certificate %d: %v", n+1, err)
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %v", len(out)+1, err)
 		}
-		n++
+		out = append(out, c)
 	}
-	if n == 0 {
-		return fmt.Errorf("no PEM certificate found")
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no PEM certificate found")
 	}
-	return nil
+	return out, nil
 }
 
-func checkCRLs(data []byte) error {
-	n := 0
+func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
+	var out []*x509.RevocationList
 	for rest := data; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
@@ -257,15 +274,27 @@ func checkCRLs(data []byte) error {
 			break
 		}
 		if block.Type != "X509 CRL" {
-			return fmt.Errorf("contains a %q block; expected X509 CRL", block.Type)
+			return nil, fmt.Errorf("contains a %q block; expected X509 CRL", block.Type)
 		}
-		if _, err := x509.ParseRevocationList(block.Bytes); err != nil {
-			return fmt.Errorf("CRL %d: %v", n+1, err)
+		crl, err := x509.ParseRevocationList(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("CRL %d: %v", len(out)+1, err)
 		}
-		n++
+		out = append(out, crl)
 	}
-	if n == 0 {
-		return fmt.Errorf("no PEM CRL found")
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no PEM CRL found")
 	}
-	return nil
+	return out, nil
+}
+
+// hasCRLFor reports whether one of the CRLs was issued by ca (same subject,
+// valid signature).
+func hasCRLFor(crls []*x509.RevocationList, ca *x509.Certificate) bool {
+	for _, crl := range crls {
+		if bytes.Equal(crl.RawIssuer, ca.RawSubject) && crl.CheckSignatureFrom(ca) == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -8,6 +8,7 @@ package credentialinjector
 import (
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -107,13 +108,22 @@ var Presets = map[string]Preset{
 	"anthropic":         {Header: "x-api-key", Headers: map[string]string{"anthropic-version": "2023-06-01"}},
 	"azure-openai":      {Header: "api-key"},
 	"gemini":            {Header: "x-goog-api-key"},
+	// Vertex AI express mode takes Google API keys.
+	"vertex": {Header: "x-goog-api-key"},
+	// Bedrock API keys are bearer tokens.
+	"bedrock": {Header: "Authorization", Prefix: "Bearer "},
 }
 
 // WorkloadCredentialHeaders are the headers workloads use for their own
-// provider credentials. A gateway strips them from requests to a backend
-// with a CredentialInjector, so that a workload's key never reaches a
-// provider — in particular not a different provider than it was meant for.
-var WorkloadCredentialHeaders = []string{"authorization", "x-api-key", "api-key", "x-goog-api-key"}
+// provider credentials (including an AWS SDK's session token). A gateway
+// strips them from requests to a backend with a CredentialInjector, so that
+// a workload's key never reaches a provider — in particular not a different
+// provider than it was meant for.
+var WorkloadCredentialHeaders = []string{"authorization", "x-api-key", "api-key", "x-goog-api-key", "x-amz-security-token"}
+
+// WorkloadCredentialQueryParams are query parameters that carry credentials
+// (Google APIs accept ?key=); they are stripped likewise.
+var WorkloadCredentialQueryParams = []string{"key"}
 
 // Targets implements model.Policy.
 func (c *CredentialInjector) Targets() []model.TargetRef { return c.Spec.TargetRefs }
@@ -161,8 +171,11 @@ func (c *CredentialInjector) Validate(v *model.Validator) {
 		}
 		k.Secret.Validate(v, "spec.apiKey.secret", true)
 		for name := range k.Headers {
-			if !model.ValidHeaderName(name) {
+			switch {
+			case !model.ValidHeaderName(name):
 				v.Errorf("spec.apiKey.headers."+name, "%q is not a valid header name", name)
+			case slices.Contains(WorkloadCredentialHeaders, strings.ToLower(name)) || strings.EqualFold(name, k.Header):
+				v.Errorf("spec.apiKey.headers."+name, "%q carries credentials: put the key in spec.apiKey.secret, never in plain policy text", name)
 			}
 		}
 	}
@@ -204,7 +217,7 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 		}
 		p, ok := Presets[preset]
 		if !ok && k.Header == "" {
-			v.Errorf("spec.apiKey.header", "is required: %s has no provider preset that says which header carries the key", target)
+			v.Errorf("spec.apiKey.header", "is required: %s has no provider preset that says which header carries the key (or set spec.apiKey.preset)", target)
 			return
 		}
 		cred.Kind, cred.Header, cred.Prefix = model.CredentialAPIKey, p.Header, p.Prefix
@@ -214,12 +227,17 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 		if k.Prefix != nil {
 			cred.Prefix = *k.Prefix
 		}
-		cred.StaticHeaders = map[string]string{}
+		// A preset's headers are defaults the workload may override (say, a
+		// newer anthropic-version); the policy's own headers are the
+		// operator's decision and win.
+		cred.DefaultHeaders = map[string]string{}
 		for h, val := range p.Headers {
-			cred.StaticHeaders[h] = val
+			cred.DefaultHeaders[h] = val
 		}
+		cred.StaticHeaders = map[string]string{}
 		for h, val := range k.Headers {
 			cred.StaticHeaders[strings.ToLower(h)] = val
+			delete(cred.DefaultHeaders, strings.ToLower(h))
 		}
 		cred.Secret = secretValue(ctx, c, k.Secret, "spec.apiKey.secret")
 		if cred.Secret == nil {

@@ -134,37 +134,61 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	b.Egress = e
 }
 
-// finish derives rule settings from the backends a rule reaches: a rule
-// without its own request timeout takes the longest of its backends'
-// (a request may go to any of them), likewise the stream idle timeout; and
-// a rule must satisfy the source restrictions of every backend it reaches.
+// envoyStreamIdleTimeout is Envoy's default stream idle timeout (the HCM's
+// stream_idle_timeout), which applies to backends that set none.
+const envoyStreamIdleTimeout = 5 * time.Minute
+
+// finish derives rule settings from the backends a rule reaches. A request
+// may go to any of them, so a rule without its own request timeout takes
+// the longest of its backends' (a backend without an EgressPolicy timeout
+// counts at the default), and likewise the stream idle timeout; and a rule
+// must satisfy the source restrictions of every backend it reaches.
 func finish(cfg *model.Config, idx *policy.Index) {
 	for _, r := range idx.Routes {
 		for _, rule := range r.Rules {
-			var req, idle *time.Duration
+			var req, idle time.Duration
+			anyReq, anyIdle := false, false
 			rule.AllowedSources = nil
-			for _, wb := range rule.Backends {
+			for i, wb := range rule.Backends {
 				e := wb.Backend.Egress
-				if t := e.RequestTimeout; t != nil {
-					switch {
-					case req == nil:
-						req = t
-					case *req == 0: // one backend already allows no limit
-					case *t == 0 || *t > *req:
-						req = t
-					}
+				t, set := model.DefaultRequestTimeout, e.RequestTimeout != nil
+				if set {
+					t = *e.RequestTimeout
 				}
-				if e.StreamIdleTimeout != nil && (idle == nil || *e.StreamIdleTimeout > *idle) {
-					idle = e.StreamIdleTimeout
+				anyReq = anyReq || set
+				if i == 0 || longer(t, req) {
+					req = t
+				}
+				it, iset := envoyStreamIdleTimeout, e.StreamIdleTimeout != nil
+				if iset {
+					it = *e.StreamIdleTimeout
+				}
+				anyIdle = anyIdle || iset
+				if i == 0 || longer(it, idle) {
+					idle = it
 				}
 				if len(e.AllowedSourceCIDRs) > 0 {
 					rule.AllowedSources = append(rule.AllowedSources, e.AllowedSourceCIDRs)
 				}
 			}
-			if !rule.TimeoutSet && req != nil {
-				rule.Timeout = *req
+			if !rule.TimeoutSet && anyReq {
+				rule.Timeout = req
 			}
-			rule.StreamIdleTimeout = idle
+			rule.StreamIdleTimeout = nil
+			if anyIdle {
+				rule.StreamIdleTimeout = &idle
+			}
 		}
 	}
+}
+
+// longer compares timeouts where 0 means no limit.
+func longer(a, b time.Duration) bool {
+	switch {
+	case b == 0:
+		return false
+	case a == 0:
+		return true
+	}
+	return a > b
 }
