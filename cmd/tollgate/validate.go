@@ -18,7 +18,9 @@ func newValidateCmd() *cobra.Command {
 		Use:   "validate DIR",
 		Short: "Check a policy directory the way serve would, without serving it",
 		Long: "validate decodes, resolves and translates every policy under DIR and checks the result\n" +
-			"against Envoy's constraints. It prints every violation and exits 1, or prints a summary and exits 0.",
+			"against Envoy's constraints. It prints every violation and exits 1, or prints a summary and exits 0,\n" +
+			"with a note for each policy outcome that is not a violation. It resolves no names: backends whose\n" +
+			"DNSPolicy asks for reverse-DNS verification are noted as not verified (serve verifies them).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src := store.NewFileSource(args[0], policies.NewScheme(), nil)
@@ -48,6 +50,14 @@ func newValidateCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok, %s\n", args[0], summary(cfg))
+			// Outcomes that are not violations: a policy that lost a
+			// conflict, a backend whose reverse DNS validate does not
+			// check (it resolves no names).
+			for _, c := range cfg.Conditions {
+				if !c.Status {
+					fmt.Fprintf(cmd.OutOrStdout(), "note: %s: %s=False %s: %s\n", c.Object, c.Type, c.Reason, c.Message)
+				}
+			}
 			return nil
 		},
 	}
