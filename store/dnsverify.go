@@ -449,17 +449,24 @@ func notFound(err error) bool {
 	return errors.As(err, &de) && de.IsNotFound
 }
 
-// dnsReason is the reason of a DNS error without the server and name the
-// caller already says, so that messages stay stable across resolvers.
+// dnsReason is the reason of a DNS error without the server, name and
+// local port ("read udp 127.0.0.1:41234->10.0.0.53:53: read: connection
+// refused" becomes "connection refused"): results are compared to decide
+// whether anything changed, and a reason that differs on every attempt
+// would reload and log on every refresh.
 func dnsReason(err error) string {
 	var de *net.DNSError
+	msg := err.Error()
 	switch {
 	case errors.As(err, &de) && de.IsNotFound:
 		return "no such host"
 	case errors.As(err, &de) && de.IsTimeout, errors.Is(err, context.DeadlineExceeded):
 		return "timed out"
 	case errors.As(err, &de):
-		return de.Err
+		msg = de.Err
 	}
-	return err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
 }

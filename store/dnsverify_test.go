@@ -239,6 +239,12 @@ func TestNetResolverTriesResolversInOrder(t *testing.T) {
 	require.Equal(t, "192.0.2.10", addrs[0].String())
 	_, err = r.LookupNetIP(ctx, "ip4", "missing.example.test.")
 	require.True(t, notFound(err), "%v", err)
+
+	// With no resolver answering, the reason carries no port that would
+	// differ on the next attempt.
+	_, err = NetResolver([]model.Address{dead}).LookupNetIP(ctx, "ip4", "good.example.test.")
+	require.Error(t, err)
+	require.Equal(t, "connection refused", dnsReason(err))
 }
 
 // Without a verifier (tollgate validate) nothing is resolved: the backend
