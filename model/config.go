@@ -40,6 +40,8 @@ type GatewayConfig struct {
 	Ref       Ref
 	Gateway   *Gateway
 	Listeners []*ListenerConfig
+	// Retry are the gateway's retry defaults (GuardRailsPolicy backoff).
+	Retry *RetrySettings
 }
 
 // ListenerConfig is one listener and the routes attached to it, sorted by
@@ -55,7 +57,43 @@ type RouteConfig struct {
 	Route     *HTTPRoute
 	Hostnames []string
 	Rules     []*RuleConfig
+	// Retry overrides the gateway's retry defaults, field by field
+	// (GuardRailsPolicy backoff on the route).
+	Retry *RetrySettings
 }
+
+// RetrySettings say when and how a gateway retries. Unset fields fall back
+// to the next scope (route → gateway → tollgate's defaults).
+type RetrySettings struct {
+	// Policy is the GuardRailsPolicy this comes from.
+	Policy Ref
+	// NumRetries caps the retries (attempts = retries + 1).
+	NumRetries *uint32
+	// RetryOn are the conditions, from SafeRetryOn (and UnsafeRetryOn when
+	// AllowUnsafe).
+	RetryOn []string
+	// RetriableStatusCodes are the provider refusals retried, e.g. 429, 503.
+	RetriableStatusCodes []uint32
+	BaseInterval         *time.Duration
+	MaxInterval          *time.Duration
+	// PerTryTimeout bounds one attempt. With safe retries an attempt that
+	// times out is not retried (it may be generating).
+	PerTryTimeout *time.Duration
+	// HonorRetryAfter backs off as the provider's Retry-After says.
+	HonorRetryAfter *bool
+	// AllowUnsafe permits retry conditions under which the provider may
+	// already have received, and be running, the request.
+	AllowUnsafe bool
+}
+
+// SafeRetryOn are the retry conditions under which the request cannot have
+// reached the provider, or the provider refused it: a retry duplicates no
+// inference.
+var SafeRetryOn = []string{"connect-failure", "refused-stream", "reset-before-request", "retriable-status-codes"}
+
+// UnsafeRetryOn are retry conditions that may repeat a request the provider
+// already received (a timed-out or reset completion is billed twice).
+var UnsafeRetryOn = []string{"5xx", "gateway-error", "reset", "retriable-4xx"}
 
 // RuleConfig is one rule of a route with defaults applied.
 type RuleConfig struct {
@@ -80,8 +118,9 @@ type RuleConfig struct {
 
 // WeightedBackend is a resolved backendRef.
 type WeightedBackend struct {
-	Backend *BackendConfig
-	Weight  uint32
+	Backend  *BackendConfig
+	Weight   uint32
+	Priority uint32
 }
 
 // BackendConfig is a Backend with every default applied.
@@ -349,7 +388,7 @@ func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) *
 				v.Errorf(fmt.Sprintf("spec.rules[%d].backendRefs[%d].name", i, j), "%s does not exist", ref)
 				continue
 			}
-			resolved.Backends = append(resolved.Backends, WeightedBackend{Backend: b, Weight: br.EffectiveWeight()})
+			resolved.Backends = append(resolved.Backends, WeightedBackend{Backend: b, Weight: br.EffectiveWeight(), Priority: br.EffectivePriority()})
 		}
 		rc.Rules = append(rc.Rules, resolved)
 	}

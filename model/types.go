@@ -74,12 +74,73 @@ type Gateway struct {
 // GatewaySpec describes a Gateway.
 type GatewaySpec struct {
 	// Mode is Endpoint (connect to backends directly, the default) or Parent
-	// (forward everything to a parent gateway; not supported yet).
+	// (forward every route to the parent gateway named by parentRef, which
+	// applies its own routing, credentials, TLS and fail-over).
 	Mode string `yaml:"mode,omitempty"`
-	// ParentRef names the parent Gateway in Parent mode.
-	ParentRef *LocalRef `yaml:"parentRef,omitempty"`
+	// ParentRef names the parent Gateway in Parent mode, and how to reach
+	// it.
+	ParentRef *GatewayParentRef `yaml:"parentRef,omitempty"`
+	// Addresses are where the gateway's Envoys can be reached by child
+	// gateways (Parent mode): DNS names or IPs, on the port of the listener
+	// a child names. Only a gateway that is a parent needs them.
+	Addresses []GatewayAddress `yaml:"addresses,omitempty"`
 	// Listeners are the ports the gateway's Envoys accept workload traffic on.
 	Listeners []Listener `yaml:"listeners"`
+}
+
+// GatewayParentRef names a Parent-mode gateway's parent: another Gateway
+// the same tollgate serves.
+type GatewayParentRef struct {
+	// Name of the parent Gateway.
+	Name string `yaml:"name"`
+	// Namespace of the parent Gateway; defaults to this gateway's.
+	Namespace string `yaml:"namespace,omitempty"`
+	// SectionName is the parent's listener this gateway sends to; it may
+	// be left out when the parent has a single listener.
+	SectionName string `yaml:"sectionName,omitempty"`
+	// Port overrides the listener's port, for a load balancer or TLS
+	// terminator in front of the parent that listens on another one.
+	Port uint32 `yaml:"port,omitempty"`
+	// TLS secures the hop to the parent; unset means plain HTTP.
+	TLS *ParentTLS `yaml:"tls,omitempty"`
+}
+
+// ParentTLS is TLS (or mutual TLS) from a child gateway's Envoys to its
+// parent. Files are paths on the child's Envoy hosts, read by Envoy: the
+// client key is the child Envoy's own credential, as its xDS client
+// certificate is, and never passes through tollgate.
+type ParentTLS struct {
+	// Hostname is the SNI and the default SAN; defaults to the parent's
+	// first hostname address.
+	Hostname string `yaml:"hostname,omitempty"`
+	// CAFile is the PEM bundle the parent's certificate must chain to;
+	// defaults to the system trust bundle (serve --system-ca-bundle).
+	CAFile string `yaml:"caFile,omitempty"`
+	// SubjectAltNames the parent's certificate must carry (any one);
+	// default: DNS = hostname.
+	SubjectAltNames []ParentSAN `yaml:"subjectAltNames,omitempty"`
+	// CertificateFile and PrivateKeyFile are the client certificate (leaf
+	// first, then intermediates) and key for mutual TLS.
+	CertificateFile string `yaml:"certificateFile,omitempty"`
+	PrivateKeyFile  string `yaml:"privateKeyFile,omitempty"`
+}
+
+// ParentSAN is a subject alternative name the parent's certificate may
+// carry.
+type ParentSAN struct {
+	// Type is DNS or URI (SPIFFE IDs are URIs).
+	Type  string `yaml:"type"`
+	Value string `yaml:"value"`
+}
+
+// GatewayAddress is one address where a gateway's Envoys can be reached:
+// exactly one of Hostname and IP.
+type GatewayAddress struct {
+	// Hostname is a DNS name the child's Envoys resolve (all its addresses
+	// are used).
+	Hostname string `yaml:"hostname,omitempty"`
+	// IP is an IPv4 or IPv6 address.
+	IP string `yaml:"ip,omitempty"`
 }
 
 // Listener is one port of a Gateway.
@@ -102,9 +163,31 @@ func (g *Gateway) Validate(v *Validator) {
 			v.Errorf("spec.parentRef", "is only allowed with mode: Parent")
 		}
 	case ModeParent:
-		v.Errorf("spec.mode", "%q is not supported yet: use Endpoint", g.Spec.Mode)
+		if g.Spec.ParentRef == nil {
+			v.Errorf("spec.parentRef", "is required with mode: Parent: name the gateway this one forwards to")
+		}
 	default:
 		v.Errorf("spec.mode", "%q is not a mode: use Endpoint or Parent", g.Spec.Mode)
+	}
+	if p := g.Spec.ParentRef; p != nil {
+		validateGatewayParentRef(v, p)
+	}
+	for i, a := range g.Spec.Addresses {
+		p := fmt.Sprintf("spec.addresses[%d]", i)
+		switch {
+		case a.Hostname != "" && a.IP != "":
+			v.Errorf(p, "set hostname or ip, not both")
+		case a.Hostname != "":
+			if !ValidHostname(a.Hostname) {
+				v.Errorf(p+".hostname", "%q must be a DNS name without scheme, port or wildcard", a.Hostname)
+			}
+		case a.IP != "":
+			if net.ParseIP(a.IP) == nil {
+				v.Errorf(p+".ip", "%q must be an IPv4 or IPv6 address", a.IP)
+			}
+		default:
+			v.Errorf(p, "set hostname or ip")
+		}
 	}
 	if len(g.Spec.Listeners) == 0 {
 		v.Errorf("spec.listeners", "at least one listener is required")
@@ -138,6 +221,53 @@ func (g *Gateway) Validate(v *Validator) {
 			v.Errorf(p+".protocol", "is required: use HTTP")
 		default:
 			v.Errorf(p+".protocol", "%q is not supported: use HTTP", l.Protocol)
+		}
+	}
+}
+
+// validateGatewayParentRef checks what a parentRef says on its own; the
+// parent itself is checked when the config is resolved (see parent.go).
+func validateGatewayParentRef(v *Validator, p *GatewayParentRef) {
+	if p.Name == "" {
+		v.Errorf("spec.parentRef.name", "is required")
+	}
+	if p.SectionName != "" && !dns1123Label.MatchString(p.SectionName) {
+		v.Errorf("spec.parentRef.sectionName", "%q must be a listener name: lowercase letters, digits and '-'", p.SectionName)
+	}
+	if p.Port > 65535 {
+		v.Errorf("spec.parentRef.port", "%d must be between 1 and 65535", p.Port)
+	}
+	t := p.TLS
+	if t == nil {
+		return
+	}
+	if t.Hostname != "" && !ValidHostname(t.Hostname) {
+		v.Errorf("spec.parentRef.tls.hostname", "%q must be a DNS name", t.Hostname)
+	}
+	for _, f := range []struct{ path, value string }{
+		{"spec.parentRef.tls.caFile", t.CAFile},
+		{"spec.parentRef.tls.certificateFile", t.CertificateFile},
+		{"spec.parentRef.tls.privateKeyFile", t.PrivateKeyFile},
+	} {
+		if f.value != "" && !strings.HasPrefix(f.value, "/") {
+			v.Errorf(f.path, "%q must be an absolute path: Envoy reads it on the child's hosts", f.value)
+		}
+	}
+	if (t.CertificateFile == "") != (t.PrivateKeyFile == "") {
+		v.Errorf("spec.parentRef.tls", "certificateFile and privateKeyFile go together (mutual TLS needs both)")
+	}
+	for i, san := range t.SubjectAltNames {
+		sp := fmt.Sprintf("spec.parentRef.tls.subjectAltNames[%d]", i)
+		switch san.Type {
+		case "DNS", "URI":
+		default:
+			v.Errorf(sp+".type", "%q is not supported: use DNS or URI", san.Type)
+		}
+		switch {
+		case san.Value == "":
+			v.Errorf(sp+".value", "is required")
+		case san.Type == "URI" && !strings.Contains(san.Value, ":"):
+			v.Errorf(sp+".value", "%q is not a URI (a SPIFFE ID looks like spiffe://trust.domain/path)", san.Value)
 		}
 	}
 }
@@ -403,8 +533,21 @@ type ValueMatch struct {
 type BackendRef struct {
 	Name      string `yaml:"name"`
 	Namespace string `yaml:"namespace,omitempty"`
-	// Weight defaults to 1; 0 sends no traffic.
+	// Weight defaults to 1; 0 sends no traffic to this backend unless the
+	// others of its priority fail.
 	Weight *uint32 `yaml:"weight,omitempty"`
+	// Priority defaults to 0. Backends of the lowest priority number share
+	// the traffic by weight; a higher number is used only when every
+	// backend of the lower ones is unhealthy, ejected or refusing.
+	Priority *uint32 `yaml:"priority,omitempty"`
+}
+
+// EffectivePriority is the priority, defaulted to 0.
+func (b BackendRef) EffectivePriority() uint32 {
+	if b.Priority == nil {
+		return 0
+	}
+	return *b.Priority
 }
 
 // EffectiveWeight is the weight, defaulted to 1.

@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies/credentialinjector"
 	"github.com/tollgate-dev/tollgate/policies/dnspolicy"
 	"github.com/tollgate-dev/tollgate/policies/egresspolicy"
+	"github.com/tollgate-dev/tollgate/policies/guardrails"
 	"github.com/tollgate-dev/tollgate/policies/policy"
 )
 
@@ -27,6 +28,7 @@ var Kinds = []policy.Kind{
 	credentialinjector.Kind,
 	egresspolicy.Kind,
 	dnspolicy.Kind,
+	guardrails.Kind,
 }
 
 // NewScheme returns a scheme that decodes the core kinds and every policy

@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
 	awssigningv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/aws_request_signing/v3"
 	credinjectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/credential_injector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -101,7 +102,7 @@ func TestCredentialsStayWithTheirBackend(t *testing.T) {
 			for _, rc := range g.Routes {
 				for _, vh := range rc.GetVirtualHosts() {
 					for _, r := range vh.GetRoutes() {
-						for _, cn := range routeClusters(r) {
+						for _, cn := range expandAggregates(t, clusters, routeClusters(r)) {
 							c := clusters[cn]
 							require.NotNil(t, c, "%s: route %s reaches unknown cluster %s", where, r.GetName(), cn)
 							b := backends[cn]
@@ -137,6 +138,24 @@ func TestCredentialsStayWithTheirBackend(t *testing.T) {
 			}
 		}
 	}
+}
+
+// expandAggregates replaces aggregate clusters by their members: the
+// credential that matters is the one of the cluster a request ends up at.
+func expandAggregates(t *testing.T, clusters map[string]*clusterv3.Cluster, names []string) []string {
+	var out []string
+	for _, n := range names {
+		c := clusters[n]
+		agg := &aggregatev3.ClusterConfig{}
+		if tc := c.GetClusterType().GetTypedConfig(); tc != nil && tc.MessageIs(agg) {
+			require.NoError(t, tc.UnmarshalTo(agg))
+			require.Empty(t, c.GetTypedExtensionProtocolOptions(), "aggregate %s must not carry filters of its own", n)
+			out = append(out, agg.GetClusters()...)
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 // targets reports whether the policy named ref targets the object.

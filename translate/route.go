@@ -16,7 +16,7 @@ import (
 // RouteConfiguration builds the RDS resource of a listener: one virtual host
 // per hostname the attached routes name ("*" for routes that name none), and
 // in each the routes ordered by Gateway API precedence.
-func RouteConfiguration(l *model.ListenerConfig) (*routev3.RouteConfiguration, error) {
+func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*routev3.RouteConfiguration, error) {
 	byHost := map[string][]routeEntry{}
 	for _, r := range l.Routes {
 		hosts := r.Hostnames
@@ -52,7 +52,7 @@ func RouteConfiguration(l *model.ListenerConfig) (*routev3.RouteConfiguration, e
 		sort.SliceStable(entries, func(i, j int) bool { return entries[i].before(entries[j]) })
 		vh := &routev3.VirtualHost{Name: VirtualHostName(h), Domains: []string{h}}
 		for _, e := range entries {
-			route, err := Route(e.route, e.rule, e.match, e.matchIndex)
+			route, err := Route(g, e.route, e.rule, e.match, e.matchIndex)
 			if err != nil {
 				return nil, err
 			}
@@ -134,13 +134,13 @@ func pathLen(p *model.PathMatch) int {
 }
 
 // Route builds the Envoy route of one match of a rule.
-func Route(r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, matchIndex int) (*routev3.Route, error) {
+func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, matchIndex int) (*routev3.Route, error) {
 	route := &routev3.Route{
 		Name:  RouteName(r, rule, matchIndex),
 		Match: RouteMatch(m),
 	}
 	if ServedBackends(rule) != nil {
-		route.Action = &routev3.Route_Route{Route: RouteAction(rule)}
+		route.Action = &routev3.Route_Route{Route: RouteAction(g, r, rule)}
 	} else {
 		route.Action = &routev3.Route_DirectResponse{DirectResponse: UnavailableResponse(rule)}
 	}
@@ -211,35 +211,40 @@ func regex(s string) *matcherv3.RegexMatcher {
 }
 
 // RouteAction sends a rule's traffic to its served backends (see
-// ServedBackends). Each backend keeps its own Host header: with one backend
-// it is the route's host rewrite, with several it is set per weighted
-// cluster.
-func RouteAction(rule *model.RuleConfig) *routev3.RouteAction {
-	backends := ServedBackends(rule)
+// ServedBackends), split by weight and failing over by priority (see
+// Targets), with the retry policy of the route and its gateway. Each backend
+// keeps its own Host header.
+func RouteAction(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig) *routev3.RouteAction {
+	targets := Targets(rule)
 	ra := &routev3.RouteAction{
-		Timeout: durationpb.New(rule.Timeout),
+		Timeout:     durationpb.New(rule.Timeout),
+		RetryPolicy: RetryPolicy(EffectiveRetry(g, r), len(targets) > 0 && targets[0].aggregate()),
 	}
 	if rule.StreamIdleTimeout != nil {
 		ra.IdleTimeout = durationpb.New(*rule.StreamIdleTimeout)
 	}
-	if len(backends) == 1 {
-		b := backends[0].Backend
+	if len(targets) == 1 && !targets[0].aggregate() {
+		b := targets[0].Members[0]
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: ClusterName(b)}
 		if b.Hostname != "" {
 			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: b.Hostname}
 		}
 		return ra
 	}
+	// Behind an aggregate the backend is only known once a host is picked,
+	// per attempt: Host becomes that host's hostname (every endpoint
+	// carries its backend's), so a fail-over keeps each provider's Host.
+	ra.HostRewriteSpecifier = &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)}
+	if len(targets) == 1 {
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: targets[0].Cluster}
+		return ra
+	}
 	wc := &routev3.WeightedCluster{}
-	for _, wb := range backends {
-		cw := &routev3.WeightedCluster_ClusterWeight{
-			Name:   ClusterName(wb.Backend),
-			Weight: wrapperspb.UInt32(wb.Weight),
-		}
-		if wb.Backend.Hostname != "" {
-			cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: wb.Backend.Hostname}
-		}
-		wc.Clusters = append(wc.Clusters, cw)
+	for _, t := range targets {
+		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
+			Name:   t.Cluster,
+			Weight: wrapperspb.UInt32(t.Weight),
+		})
 	}
 	ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	return ra

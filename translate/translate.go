@@ -74,19 +74,30 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 	// Only the backends this gateway's routes reach become clusters: an
 	// Envoy of one gateway learns nothing about another gateway's backends.
 	used := map[model.Ref]*model.BackendConfig{}
+	aggregates := map[string]bool{}
 	for _, l := range g.Listeners {
 		lis, err := Listener(cfg, l)
 		if err != nil {
 			return nil, err
 		}
 		gr.Listeners = append(gr.Listeners, lis)
-		rc, err := RouteConfiguration(l)
+		rc, err := RouteConfiguration(g, l)
 		if err != nil {
 			return nil, err
 		}
 		gr.Routes = append(gr.Routes, rc)
 		for _, r := range l.Routes {
 			for _, rule := range r.Rules {
+				for _, t := range Targets(rule) {
+					if t.aggregate() && !aggregates[t.Cluster] {
+						aggregates[t.Cluster] = true
+						c, err := AggregateCluster(t)
+						if err != nil {
+							return nil, err
+						}
+						gr.Clusters = append(gr.Clusters, c)
+					}
+				}
 				for _, wb := range rule.Backends {
 					// An unavailable backend gets no cluster: its routes
 					// answer 503 instead (see unavailable.go).

@@ -1,0 +1,140 @@
+// Package guardrails is the GuardRailsPolicy. Today it holds the retry
+// back-off defaults: at Gateway scope for every route of the gateway, at
+// HTTPRoute scope overriding them field by field. (Model allow/deny lists,
+// prompt patterns, PII redaction and body limits belong here too, later.)
+package guardrails
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/policies/policy"
+)
+
+// KindName is the YAML kind.
+const KindName = "GuardRailsPolicy"
+
+// Kind registers the policy.
+var Kind = policy.Kind{
+	Name:   KindName,
+	New:    func() model.Object { return &GuardRailsPolicy{} },
+	Scopes: []string{model.KindGateway, model.KindHTTPRoute},
+	ScopeReason: "guard rails are organisation or route posture; per-destination behaviour " +
+		"belongs in QoSController or EgressPolicy",
+	Lower: lower,
+}
+
+// GuardRailsPolicy sets guard rails for gateways or routes.
+type GuardRailsPolicy struct {
+	model.Base `yaml:",inline"`
+	Spec       Spec `yaml:"spec"`
+}
+
+// Spec of a GuardRailsPolicy.
+type Spec struct {
+	// TargetRefs are Gateways (defaults) or HTTPRoutes (overrides).
+	TargetRefs []model.TargetRef `yaml:"targetRefs"`
+	// Backoff says when and how requests are retried.
+	Backoff *Backoff `yaml:"backoff,omitempty"`
+}
+
+// Backoff is the retry behaviour.
+type Backoff struct {
+	// Retries caps retries per request (default 2). 0 disables retries.
+	Retries *uint32 `yaml:"retries,omitempty"`
+	// RetryOn narrows the conditions. Safe ones: connect-failure,
+	// refused-stream, reset-before-request, and the status codes in
+	// statusCodes. Default: all safe ones.
+	RetryOn []string `yaml:"retryOn,omitempty"`
+	// StatusCodes are provider refusals retried (default 429 and 503).
+	StatusCodes []uint32 `yaml:"statusCodes,omitempty"`
+	// BaseInterval and MaxInterval shape the exponential back-off
+	// (default 250ms and 10× base).
+	BaseInterval *model.Duration `yaml:"baseInterval,omitempty"`
+	MaxInterval  *model.Duration `yaml:"maxInterval,omitempty"`
+	// HonorRetryAfter waits as long as a provider's Retry-After header says
+	// before retrying a 429 or 503 (default true).
+	HonorRetryAfter *bool `yaml:"honorRetryAfter,omitempty"`
+	// PerTryTimeout bounds each attempt. With safe retries a timed-out
+	// attempt ends the request, since the provider may still be generating.
+	PerTryTimeout *model.Duration `yaml:"perTryTimeout,omitempty"`
+	// AllowUnsafeRetries permits 5xx, gateway-error, reset and
+	// retriable-4xx in retryOn: conditions under which the provider may
+	// already be running the request, so a retry can duplicate (and bill)
+	// an inference. Only for idempotent, non-inference APIs.
+	AllowUnsafeRetries bool `yaml:"allowUnsafeRetries,omitempty"`
+}
+
+// Targets implements model.Policy.
+func (p *GuardRailsPolicy) Targets() []model.TargetRef { return p.Spec.TargetRefs }
+
+// Validate implements model.Object.
+func (p *GuardRailsPolicy) Validate(v *model.Validator) {
+	model.ValidateTargetRefs(v, p.Spec.TargetRefs)
+	b := p.Spec.Backoff
+	if b == nil {
+		v.Errorf("spec", "set backoff (the only guard rail tollgate supports so far)")
+		return
+	}
+	if b.Retries != nil && *b.Retries > 10 {
+		v.Errorf("spec.backoff.retries", "%d is more than 10: each retry costs the provider's capacity and the client's time", *b.Retries)
+	}
+	for i, c := range b.RetryOn {
+		path := fmt.Sprintf("spec.backoff.retryOn[%d]", i)
+		switch {
+		case slices.Contains(model.SafeRetryOn, c):
+		case slices.Contains(model.UnsafeRetryOn, c):
+			if !b.AllowUnsafeRetries {
+				v.Errorf(path, "%q may retry a request the provider already received and duplicate an inference; set allowUnsafeRetries: true only for idempotent APIs", c)
+			}
+		default:
+			v.Errorf(path, "%q is not a retry condition: use %v (or, with allowUnsafeRetries, %v)", c, model.SafeRetryOn, model.UnsafeRetryOn)
+		}
+	}
+	for i, code := range b.StatusCodes {
+		if code < 400 || code > 599 {
+			v.Errorf(fmt.Sprintf("spec.backoff.statusCodes[%d]", i), "%d is not an HTTP error status", code)
+		}
+	}
+	if b.BaseInterval != nil && b.BaseInterval.Duration < time.Millisecond {
+		v.Errorf("spec.backoff.baseInterval", "must be at least 1ms")
+	}
+	if b.BaseInterval != nil && b.MaxInterval != nil && b.MaxInterval.Duration < b.BaseInterval.Duration {
+		v.Errorf("spec.backoff.maxInterval", "must not be shorter than baseInterval")
+	}
+	if b.PerTryTimeout != nil && b.PerTryTimeout.Duration <= 0 {
+		v.Errorf("spec.backoff.perTryTimeout", "must be positive")
+	}
+}
+
+func dur(d *model.Duration) *time.Duration {
+	if d == nil {
+		return nil
+	}
+	x := d.Duration
+	return &x
+}
+
+func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
+	p := pol.(*GuardRailsPolicy)
+	b := p.Spec.Backoff
+	r := &model.RetrySettings{
+		Policy:               model.RefOf(p),
+		NumRetries:           b.Retries,
+		RetryOn:              b.RetryOn,
+		RetriableStatusCodes: b.StatusCodes,
+		BaseInterval:         dur(b.BaseInterval),
+		MaxInterval:          dur(b.MaxInterval),
+		PerTryTimeout:        dur(b.PerTryTimeout),
+		HonorRetryAfter:      b.HonorRetryAfter,
+		AllowUnsafe:          b.AllowUnsafeRetries,
+	}
+	switch target.Kind {
+	case model.KindGateway:
+		ctx.Index.Gateways[target].Retry = r
+	case model.KindHTTPRoute:
+		ctx.Index.Routes[target].Retry = r
+	}
+}
