@@ -42,6 +42,11 @@ type GatewayConfig struct {
 	Listeners []*ListenerConfig
 	// Retry are the gateway's retry defaults (GuardRailsPolicy backoff).
 	Retry *RetrySettings
+	// Parent is how a Parent-mode gateway reaches its parent; nil in
+	// Endpoint mode (see parent.go).
+	Parent *ParentHop
+	// Children are the Parent-mode gateways whose parent this is, sorted.
+	Children []Ref
 }
 
 // ListenerConfig is one listener and the routes attached to it, sorted by
@@ -329,6 +334,7 @@ func BuildConfig(objs []Object, settings Settings) (*Config, Violations) {
 		// config from being served anyway.
 		attach(rc, gateways, v)
 	}
+	resolveParents(cfg.Gateways, gateways, &errs)
 	if len(errs) > 0 {
 		errs.Sort()
 		return nil, errs

@@ -445,7 +445,7 @@ func TestDecodeViolations(t *testing.T) {
     protocol: TCP
 `),
 			want: []string{
-				`policy.yaml:6: Gateway/gw: spec.mode: "Parent" is not supported yet: use Endpoint`,
+				`policy.yaml:5: Gateway/gw: spec.parentRef: is required with mode: Parent: name the gateway this one forwards to`,
 				`policy.yaml:9: Gateway/gw: spec.listeners[0].port: must be an integer, got string "80"`,
 				`policy.yaml:11: Gateway/gw: spec.listeners[0].protocol: is set twice`,
 				`policy.yaml:12: Gateway/gw: spec.listeners[1].name: "http" is already used by spec.listeners[0]`,
@@ -471,9 +471,49 @@ func TestDecodeViolations(t *testing.T) {
 
 		// ---- Gateway semantics ----
 		{
-			name: "gateway mode Parent is not supported yet",
-			yaml: gatewayDoc("  mode: Parent\n  parentRef: {name: hub}\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n"),
-			want: []string{`policy.yaml:6: Gateway/gw: spec.mode: "Parent" is not supported yet: use Endpoint`},
+			name: "gateway mode Parent with its parent",
+			yaml: gatewayDoc("  mode: Parent\n  parentRef: {name: hub, namespace: infra, sectionName: http, port: 8443, tls: {hostname: hub.corp.example, caFile: /etc/envoy/hub-ca.pem, certificateFile: /etc/envoy/child.pem, privateKeyFile: /etc/envoy/child.key, subjectAltNames: [{type: URI, value: spiffe://corp.example/hub}]}}\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n"),
+			want: []string{},
+		},
+		{
+			name: "gateway mode Parent without parentRef",
+			yaml: gatewayDoc("  mode: Parent\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n"),
+			want: []string{`policy.yaml:5: Gateway/gw: spec.parentRef: is required with mode: Parent: name the gateway this one forwards to`},
+		},
+		{
+			name: "gateway parentRef fields",
+			yaml: gatewayDoc(`  mode: Parent
+  parentRef:
+    sectionName: HTTP
+    port: 70000
+    tls:
+      hostname: "*.hub"
+      caFile: certs/ca.pem
+      certificateFile: /etc/envoy/child.pem
+      subjectAltNames: [{type: IP, value: 10.0.0.1}, {type: URI, value: hub}, {type: DNS}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`),
+			want: []string{
+				`policy.yaml:7: Gateway/gw: spec.parentRef.name: is required`,
+				`policy.yaml:8: Gateway/gw: spec.parentRef.sectionName: "HTTP" must be a listener name: lowercase letters, digits and '-'`,
+				`policy.yaml:9: Gateway/gw: spec.parentRef.port: 70000 must be between 1 and 65535`,
+				`policy.yaml:10: Gateway/gw: spec.parentRef.tls: certificateFile and privateKeyFile go together (mutual TLS needs both)`,
+				`policy.yaml:11: Gateway/gw: spec.parentRef.tls.hostname: "*.hub" must be a DNS name`,
+				`policy.yaml:12: Gateway/gw: spec.parentRef.tls.caFile: "certs/ca.pem" must be an absolute path: Envoy reads it on the child's hosts`,
+				`policy.yaml:14: Gateway/gw: spec.parentRef.tls.subjectAltNames[0].type: "IP" is not supported: use DNS or URI`,
+				`policy.yaml:14: Gateway/gw: spec.parentRef.tls.subjectAltNames[1].value: "hub" is not a URI (a SPIFFE ID looks like spiffe://trust.domain/path)`,
+				`policy.yaml:14: Gateway/gw: spec.parentRef.tls.subjectAltNames[2].value: is required`,
+			},
+		},
+		{
+			name: "gateway addresses",
+			yaml: gatewayDoc("  addresses:\n  - {hostname: hub.corp.example}\n  - {ip: 10.1.2.3}\n  - {ip: \"2001:db8::1\"}\n  - {hostname: hub.corp.example, ip: 10.1.2.4}\n  - {}\n  - {hostname: \"hub:443\"}\n  - {ip: 10.1.2}\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n"),
+			want: []string{
+				`policy.yaml:10: Gateway/gw: spec.addresses[3]: set hostname or ip, not both`,
+				`policy.yaml:11: Gateway/gw: spec.addresses[4]: set hostname or ip`,
+				`policy.yaml:12: Gateway/gw: spec.addresses[5].hostname: "hub:443" must be a DNS name without scheme, port or wildcard`,
+				`policy.yaml:13: Gateway/gw: spec.addresses[6].ip: "10.1.2" must be an IPv4 or IPv6 address`,
+			},
 		},
 		{
 			name: "gateway unknown mode",
