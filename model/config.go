@@ -153,6 +153,9 @@ type BackendConfig struct {
 	// DNS are the DNSPolicies' settings: how each gateway's Envoys resolve
 	// Hostname, and the reverse-DNS check, if any.
 	DNS BackendDNS
+	// QoS are the QoSController's settings (outlier detection, circuit
+	// breakers, health checks); nil means none targets the backend.
+	QoS *QoSSettings
 	// Unavailable, when set, says why the backend is not served (e.g. its
 	// reverse DNS did not verify): it gets no cluster, routes leave it out
 	// of their weighted clusters and answer 503 with this reason when no
