@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies/egresspolicy"
 	"github.com/tollgate-dev/tollgate/policies/guardrails"
 	"github.com/tollgate-dev/tollgate/policies/policy"
+	"github.com/tollgate-dev/tollgate/policies/qoscontroller"
 )
 
 // Kinds lists the policy kinds in lowering order. The core kinds (Gateway,
@@ -27,6 +28,7 @@ var Kinds = []policy.Kind{
 	backendtls.Kind,
 	credentialinjector.Kind,
 	egresspolicy.Kind,
+	qoscontroller.Kind,
 	dnspolicy.Kind,
 	guardrails.Kind,
 }
