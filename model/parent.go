@@ -155,7 +155,7 @@ func resolveHopTLS(g *GatewayConfig, ref Ref, hop *ParentHop, v *Validator) *Par
 		v.Errorf("spec.parentRef.tls.hostname", "is required: %s has IP addresses only; name the DNS name its certificate carries", ref)
 	}
 	for _, san := range t.SubjectAltNames {
-		out.SANs = append(out.SANs, SAN{Type: san.Type, Value: san.Value})
+		out.SANs = append(out.SANs, SAN(san))
 	}
 	if len(out.SANs) == 0 && out.SNI != "" {
 		out.SANs = []SAN{{Type: "DNS", Value: out.SNI}}

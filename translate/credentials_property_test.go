@@ -62,6 +62,12 @@ func TestCredentialsStayWithTheirBackend(t *testing.T) {
 		for _, b := range cfg.Backends {
 			backends[translate.ClusterName(b)] = b
 		}
+		hops := map[string]bool{} // Parent mode: clusters to a parent gateway
+		for _, g := range cfg.Gateways {
+			if g.Parent != nil {
+				hops[translate.ParentClusterName(g.Parent.Gateway.Ref)] = true
+			}
+		}
 		for _, g := range out.Gateways {
 			where := name + " gateway " + g.Key
 			// No credential at listener scope.
@@ -105,6 +111,14 @@ func TestCredentialsStayWithTheirBackend(t *testing.T) {
 						for _, cn := range expandAggregates(t, clusters, routeClusters(r)) {
 							c := clusters[cn]
 							require.NotNil(t, c, "%s: route %s reaches unknown cluster %s", where, r.GetName(), cn)
+							if hops[cn] {
+								// The parent injects its own credentials; the
+								// hop to it must carry none.
+								secrets, aws := clusterCredential(t, c)
+								require.Empty(t, secrets, "%s: route %s → parent cluster %s injects a credential", where, r.GetName(), cn)
+								require.False(t, aws, "%s: route %s → parent cluster %s signs requests", where, r.GetName(), cn)
+								continue
+							}
 							b := backends[cn]
 							require.NotNil(t, b, "%s: cluster %s is no backend's", where, cn)
 							secrets, aws := clusterCredential(t, c)

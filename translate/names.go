@@ -64,3 +64,19 @@ func ValidationSecretName(b *model.BackendConfig) string {
 func ClientCertSecretName(b *model.BackendConfig) string {
 	return "tls-client/" + b.Ref.Namespace + "/" + b.Ref.Name
 }
+
+// ParentClusterName names the cluster (and EDS service) through which a
+// Parent-mode gateway reaches its parent gateway.
+func ParentClusterName(parent model.Ref) string {
+	return "parent/" + parent.Namespace + "/" + parent.Name
+}
+
+// ForwardedRouteHeader carries, from a Parent-mode gateway to its parent,
+// the route the child matched.
+const ForwardedRouteHeader = "x-tollgate-route"
+
+// ForwardedRouteValue is ForwardedRouteHeader's value for a route:
+// <namespace>/<name>.
+func ForwardedRouteValue(r *model.RouteConfig) string {
+	return r.Ref.Namespace + "/" + r.Ref.Name
+}

@@ -70,6 +70,9 @@ func Translate(cfg *model.Config) (*Output, error) {
 }
 
 func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResources, error) {
+	if g.Parent != nil {
+		return translateChild(cfg, g) // Parent mode: see parent.go
+	}
 	gr := &GatewayResources{Key: model.GatewayKey(g.Ref)}
 	// Only the backends this gateway's routes reach become clusters: an
 	// Envoy of one gateway learns nothing about another gateway's backends.
@@ -85,6 +88,7 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 		if err != nil {
 			return nil, err
 		}
+		StripForwardedRoute(g, rc)
 		gr.Routes = append(gr.Routes, rc)
 		for _, r := range l.Routes {
 			for _, rule := range r.Rules {
