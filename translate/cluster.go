@@ -76,6 +76,7 @@ func Cluster(cfg *model.Config, gw model.Ref, b *model.BackendConfig) (*clusterv
 		}
 		c.TransportSocket = ts
 	}
+	applyQoS(c, b)
 	return c, nil
 }
 
