@@ -45,6 +45,21 @@ func Targets(rule *model.RuleConfig) []target {
 		b := served[0].Backend
 		return []target{{Cluster: ClusterName(b), Weight: served[0].Weight, Members: []*model.BackendConfig{b}}}
 	}
+	// A backend with upstream filters (credentials) cannot sit behind an
+	// aggregate: Envoy would run the aggregate's filters, not its own. Such
+	// rules (one priority only; policies refuse more) split by weight over
+	// the backends' own clusters.
+	for _, wb := range served {
+		if wb.Backend.Credential != nil {
+			var out []target
+			for _, wb := range served {
+				if wb.Weight > 0 {
+					out = append(out, target{Cluster: ClusterName(wb.Backend), Weight: wb.Weight, Members: []*model.BackendConfig{wb.Backend}})
+				}
+			}
+			return out
+		}
+	}
 	// Priority groups, ascending; within a group by weight, then identity.
 	groups := map[uint32][]model.WeightedBackend{}
 	var prios []uint32

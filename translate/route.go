@@ -231,6 +231,19 @@ func RouteAction(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleC
 		}
 		return ra
 	}
+	if !targets[0].aggregate() {
+		// Plain weighted clusters: each backend's Host per weight.
+		wc := &routev3.WeightedCluster{}
+		for _, t := range targets {
+			cw := &routev3.WeightedCluster_ClusterWeight{Name: t.Cluster, Weight: wrapperspb.UInt32(t.Weight)}
+			if h := t.Members[0].Hostname; h != "" {
+				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: h}
+			}
+			wc.Clusters = append(wc.Clusters, cw)
+		}
+		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+		return ra
+	}
 	// Behind an aggregate the backend is only known once a host is picked,
 	// per attempt: Host becomes that host's hostname (every endpoint
 	// carries its backend's), so a fail-over keeps each provider's Host.
