@@ -87,6 +87,11 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
+	// Orphans are only judged when every case ran: with -run, the outputs
+	// of the cases left out are not orphans.
+	if run := flag.Lookup("test.run"); run != nil && run.Value.String() != "" {
+		return
+	}
 	existing, err := filepath.Glob("testdata/out/*")
 	require.NoError(t, err)
 	for _, f := range existing {

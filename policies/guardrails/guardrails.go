@@ -133,7 +133,17 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	}
 	switch target.Kind {
 	case model.KindGateway:
-		ctx.Index.Gateways[target].Retry = r
+		g := ctx.Index.Gateways[target]
+		if g.Parent != nil {
+			// A Parent-mode gateway retries only connection failures to its
+			// parent; guard rails belong to the parent that reaches providers.
+			ctx.Config.Conditions = append(ctx.Config.Conditions, model.Condition{
+				Object: r.Policy.String(), Type: "Accepted", Status: false, Reason: "ParentModeGateway",
+				Message: fmt.Sprintf("%s is in Parent mode: it only forwards to its parent and retries connection failures; attach the GuardRailsPolicy to the parent gateway", target),
+			})
+			return
+		}
+		g.Retry = r
 	case model.KindHTTPRoute:
 		ctx.Index.Routes[target].Retry = r
 	}
