@@ -57,7 +57,7 @@ func translateChild(cfg *model.Config, g *model.GatewayConfig) (*GatewayResource
 			return nil, err
 		}
 		gr.Listeners = append(gr.Listeners, lis)
-		rc, err := ChildRouteConfiguration(g, l)
+		rc, err := RouteConfiguration(g, l)
 		if err != nil {
 			return nil, err
 		}
@@ -74,54 +74,6 @@ func translateChild(cfg *model.Config, g *model.GatewayConfig) (*GatewayResource
 	sort.Slice(gr.Listeners, func(i, j int) bool { return gr.Listeners[i].Name < gr.Listeners[j].Name })
 	sort.Slice(gr.Routes, func(i, j int) bool { return gr.Routes[i].Name < gr.Routes[j].Name })
 	return gr, nil
-}
-
-// ChildRouteConfiguration is the RDS resource of a Parent-mode gateway's
-// listener: the same virtual hosts and route order as in Endpoint mode
-// (see RouteConfiguration), every route forwarding to the parent.
-func ChildRouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*routev3.RouteConfiguration, error) {
-	byHost := map[string][]routeEntry{}
-	for _, r := range l.Routes {
-		hosts := r.Hostnames
-		if len(hosts) == 0 {
-			hosts = []string{"*"}
-		}
-		for _, rule := range r.Rules {
-			matches := rule.Matches
-			if len(matches) == 0 {
-				matches = []model.RouteMatch{{}}
-			}
-			for i, m := range matches {
-				e := routeEntry{route: r, rule: rule, match: m, matchIndex: i}
-				for _, h := range dedupe(hosts) {
-					byHost[h] = append(byHost[h], e)
-				}
-			}
-		}
-	}
-	hosts := make([]string, 0, len(byHost))
-	for h := range byHost {
-		hosts = append(hosts, h)
-	}
-	sort.Strings(hosts)
-	rc := &routev3.RouteConfiguration{
-		Name:             RouteConfigName(l),
-		ValidateClusters: wrapperspb.Bool(false),
-	}
-	for _, h := range hosts {
-		entries := byHost[h]
-		sort.SliceStable(entries, func(i, j int) bool { return entries[i].before(entries[j]) })
-		vh := &routev3.VirtualHost{Name: VirtualHostName(h), Domains: []string{h}}
-		for _, e := range entries {
-			route, err := ChildRoute(g, e.route, e.rule, e.match, e.matchIndex)
-			if err != nil {
-				return nil, err
-			}
-			vh.Routes = append(vh.Routes, route)
-		}
-		rc.VirtualHosts = append(rc.VirtualHosts, vh)
-	}
-	return rc, nil
 }
 
 // ChildRoute is one match of a rule at a Parent-mode gateway: it forwards

@@ -15,8 +15,14 @@ import (
 
 // RouteConfiguration builds the RDS resource of a listener: one virtual host
 // per hostname the attached routes name ("*" for routes that name none), and
-// in each the routes ordered by Gateway API precedence.
+// in each the routes ordered by Gateway API precedence. A Parent-mode
+// gateway gets the same hosts and order, every route forwarding to its
+// parent (ChildRoute).
 func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*routev3.RouteConfiguration, error) {
+	build := Route
+	if g.Parent != nil {
+		build = ChildRoute
+	}
 	byHost := map[string][]routeEntry{}
 	for _, r := range l.Routes {
 		hosts := r.Hostnames
@@ -52,7 +58,7 @@ func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*route
 		sort.SliceStable(entries, func(i, j int) bool { return entries[i].before(entries[j]) })
 		vh := &routev3.VirtualHost{Name: VirtualHostName(h), Domains: []string{h}}
 		for _, e := range entries {
-			route, err := Route(g, e.route, e.rule, e.match, e.matchIndex)
+			route, err := build(g, e.route, e.rule, e.match, e.matchIndex)
 			if err != nil {
 				return nil, err
 			}
