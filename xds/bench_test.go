@@ -13,17 +13,42 @@ import (
 	"github.com/tollgate-dev/tollgate/xds"
 )
 
-// BenchmarkApply measures what every accepted policy change costs before
-// Envoys are told: translate, the deep check of Envoy's constraints, content
-// hashing and setting the snapshot.
+func benchConfig(b *testing.B, n int) *model.Config {
+	b.Helper()
+	objs, errs := policies.NewScheme().Decode("bench.yaml", modeltest.GenerateYAML(n))
+	require.Empty(b, errs)
+	cfg, errs := model.BuildConfig(objs, model.Settings{})
+	require.Empty(b, errs)
+	return cfg
+}
+
+// BenchmarkApply measures a first publication: translate, the deep check
+// of Envoy's constraints on every resource, content hashing and setting the
+// snapshot.
 func BenchmarkApply(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
-			objs, errs := policies.NewScheme().Decode("bench.yaml", modeltest.GenerateYAML(n))
-			require.Empty(b, errs)
-			cfg, errs := model.BuildConfig(objs, model.Settings{})
-			require.Empty(b, errs)
+			cfg := benchConfig(b, n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				s := xds.NewServer(context.Background(), xds.Options{})
+				if err := s.Apply(cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkReapply measures what a policy change costs once tollgate runs:
+// resources that passed the deep check before are not checked again.
+func BenchmarkReapply(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			cfg := benchConfig(b, n)
 			s := xds.NewServer(context.Background(), xds.Options{})
+			require.NoError(b, s.Apply(cfg))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/translate"
@@ -73,6 +74,7 @@ type Server struct {
 	auth   map[string]*streamAuth // by stream, with TLS only
 
 	publishMu sync.Mutex
+	validated map[digest]bool // digests that passed ValidateDeep last time; under publishMu
 	mu        sync.RWMutex
 	gateways  map[string]bool // keys with a snapshot from the current config
 	served    map[string]bool // every key ever given a snapshot
@@ -120,22 +122,28 @@ func (s *Server) Publish(out *translate.Output) error {
 	if err := s.checkPlaintextSecrets(out); err != nil {
 		return err
 	}
-	if err := out.Validate(); err != nil {
-		return fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)
-	}
-	snaps := make(map[string]*cachev3.Snapshot, len(out.Gateways))
-	for _, g := range out.Gateways {
-		snap, err := Snapshot(g)
-		if err != nil {
-			return err
-		}
-		snaps[g.Key] = snap
-	}
 	// publishMu serialises publications; mu only guards the maps, and is
 	// never held while the cache delivers responses: a Delta stream's
 	// callbacks read the maps while the cache waits for that stream.
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
+	digests, validated, err := s.validate(out)
+	if err != nil {
+		return fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)
+	}
+	snaps := make(map[string]*cachev3.Snapshot, len(out.Gateways))
+	for _, g := range out.Gateways {
+		snap, err := snapshot(g, func(m proto.Message) (digest, error) {
+			if d, ok := digests[m]; ok {
+				return d, nil
+			}
+			return digestOf(m)
+		})
+		if err != nil {
+			return err
+		}
+		snaps[g.Key] = snap
+	}
 	s.mu.RLock()
 	for key := range s.served {
 		if _, ok := snaps[key]; ok {
@@ -174,7 +182,42 @@ func (s *Server) Publish(out *translate.Output) error {
 			return fmt.Errorf("gateway %s: %w", key, err)
 		}
 	}
+	s.validated = validated
 	return nil
+}
+
+// validate checks every resource of out against Envoy's constraints
+// (translate.ValidateDeep). Resources whose exact content passed in the
+// previous publication are not checked again: most changes touch a few
+// resources, and the deep check is the larger part of a publication's cost.
+// It returns every resource's digest, and the digests that passed, for the
+// next round.
+func (s *Server) validate(out *translate.Output) (map[proto.Message]digest, map[digest]bool, error) {
+	digests := map[proto.Message]digest{}
+	passed := make(map[digest]bool, len(s.validated))
+	var errs []error
+	for _, g := range out.Gateways {
+		for _, m := range g.All() {
+			d, err := digestOf(m)
+			if err != nil {
+				return nil, nil, err
+			}
+			digests[m] = d
+			if s.validated[d] || passed[d] {
+				passed[d] = true
+				continue
+			}
+			if err := translate.ValidateDeep(m); err != nil {
+				errs = append(errs, fmt.Errorf("gateway %s: %w", g.Key, err))
+				continue
+			}
+			passed[d] = true
+		}
+	}
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	return digests, passed, nil
 }
 
 // checkPlaintextSecrets refuses to serve secrets to unauthenticated

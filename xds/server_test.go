@@ -4,8 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/policies"
@@ -84,4 +86,24 @@ spec: {listeners: [{name: http, port: 10080, protocol: HTTP}]}
 	require.NoError(t, empty.Publish(&translate.Output{Gateways: []*translate.GatewayResources{{Key: "x"}}}))
 	require.Equal(t, empty.Versions("x"), s.Versions("a"), "gateway a is served an empty configuration")
 	require.NotEqual(t, served, s.Versions("a"))
+}
+
+// Skipping the deep check for unchanged resources must never let a changed,
+// invalid one through.
+func TestPublishChecksChangedResources(t *testing.T) {
+	s := xds.NewServer(context.Background(), xds.Options{})
+	cfg := config(t, strings.ReplaceAll(twoGateways, "TIMEOUT", "60s"))
+	out, err := translate.Translate(cfg)
+	require.NoError(t, err)
+	require.NoError(t, s.Publish(out))
+	served := s.Versions("a")
+
+	bad, err := translate.Translate(cfg)
+	require.NoError(t, err)
+	bad.Gateway("a").Clusters[0].ConnectTimeout = durationpb.New(-time.Second)
+	for range 2 {
+		require.ErrorContains(t, s.Publish(bad), "ConnectTimeout")
+	}
+	require.Equal(t, served, s.Versions("a"), "nothing was published")
+	require.NoError(t, s.Publish(out))
 }

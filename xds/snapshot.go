@@ -29,6 +29,30 @@ var typeOrder = []resourcev3.Type{
 // restart, serve identical versions for identical policies, and a change to
 // one type (a rotated secret) does not bump the others.
 func Snapshot(g *translate.GatewayResources) (*cachev3.Snapshot, error) {
+	return snapshot(g, digestOf)
+}
+
+// digest is the identity of a resource's content: its type and its
+// deterministic bytes.
+type digest = [sha256.Size]byte
+
+func digestOf(r proto.Message) (digest, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return digest{}, fmt.Errorf("hash %s: %w", cachev3.GetResourceName(r), err)
+	}
+	h := sha256.New()
+	h.Write([]byte(r.ProtoReflect().Descriptor().FullName()))
+	h.Write([]byte{0})
+	h.Write(b)
+	var d digest
+	copy(d[:], h.Sum(nil))
+	return d, nil
+}
+
+// snapshot is Snapshot with the digests coming from digestFn, so that a
+// publication marshals each resource once for validation and versions.
+func snapshot(g *translate.GatewayResources, digestFn func(proto.Message) (digest, error)) (*cachev3.Snapshot, error) {
 	byType := map[resourcev3.Type][]types.Resource{}
 	for _, r := range g.Listeners {
 		byType[resourcev3.ListenerType] = append(byType[resourcev3.ListenerType], r)
@@ -48,7 +72,7 @@ func Snapshot(g *translate.GatewayResources) (*cachev3.Snapshot, error) {
 	snap := &cachev3.Snapshot{}
 	for _, typ := range typeOrder {
 		items := byType[typ]
-		version, err := contentVersion(items)
+		version, err := contentVersion(items, digestFn)
 		if err != nil {
 			return nil, err
 		}
@@ -60,18 +84,17 @@ func Snapshot(g *translate.GatewayResources) (*cachev3.Snapshot, error) {
 	return snap, nil
 }
 
-// contentVersion hashes resources in their (already sorted) order with
-// deterministic marshalling.
-func contentVersion(items []types.Resource) (string, error) {
+// contentVersion hashes the names and content digests of resources in
+// their (already sorted) order.
+func contentVersion(items []types.Resource, digestFn func(proto.Message) (digest, error)) (string, error) {
 	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
 	for _, r := range items {
-		b, err := opts.Marshal(r)
+		d, err := digestFn(r)
 		if err != nil {
-			return "", fmt.Errorf("hash %s: %w", cachev3.GetResourceName(r), err)
+			return "", err
 		}
-		fmt.Fprintf(h, "%s\x00%d\x00", cachev3.GetResourceName(r), len(b))
-		h.Write(b)
+		fmt.Fprintf(h, "%s\x00", cachev3.GetResourceName(r))
+		h.Write(d[:])
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
