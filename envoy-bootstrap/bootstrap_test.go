@@ -6,6 +6,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	internallistenerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/internal_listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/stretchr/testify/require"
@@ -51,6 +52,7 @@ func TestRender(t *testing.T) {
 			require.Equal(t, "xds_cluster", xds.GetName())
 			require.Equal(t, tc.wantType, xds.GetType().String())
 			require.Equal(t, "127.0.0.1", b.GetAdmin().GetAddress().GetSocketAddress().GetAddress())
+			require.True(t, b.GetBootstrapExtensions()[0].GetTypedConfig().MessageIs(&internallistenerv3.InternalListener{}), "fail-over hops need internal listeners")
 			require.Nil(t, xds.GetTransportSocket(), "plaintext unless TLS files are given")
 		})
 	}

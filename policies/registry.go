@@ -115,40 +115,6 @@ func Lower(cfg *model.Config, in Inputs) model.Violations {
 			k.Finish(cfg, idx)
 		}
 	}
-	checkFailover(idx, &errs)
 	model.SortConditions(cfg.Conditions)
 	return errs
-}
-
-// checkFailover refuses priority fail-over to or from a backend with a
-// CredentialInjector. Fail-over needs an aggregate cluster over the
-// backends' clusters, and Envoy runs the upstream HTTP filters of the
-// cluster a route names (the aggregate), not those of the member a request
-// lands on (envoyproxy/envoy#29318): the credential would not be injected,
-// nor the workload's own headers removed. Weighted backends of one
-// priority are fine: each keeps its own cluster and filters.
-func checkFailover(idx *policy.Index, errs *model.Violations) {
-	for _, r := range idx.Routes {
-		v := model.NewValidator(r.Route, errs)
-		for _, rule := range r.Rules {
-			prios := map[uint32]bool{}
-			credentialed := ""
-			for _, wb := range rule.Backends {
-				prios[wb.Priority] = true
-				if wb.Backend.Credential != nil && credentialed == "" {
-					credentialed = wb.Backend.Ref.String()
-				}
-			}
-			if len(prios) < 2 || credentialed == "" {
-				continue
-			}
-			for j, br := range r.Route.Spec.Rules[rule.Index].BackendRefs {
-				if br.Priority != nil {
-					v.Errorf(fmt.Sprintf("spec.rules[%d].backendRefs[%d].priority", rule.Index, j),
-						"priority fail-over with a credentialed backend (%s) is not supported yet: Envoy's aggregate cluster would skip the member's credential filters; use backends of one priority (weights), or fail over between backends without CredentialInjector", credentialed)
-					break
-				}
-			}
-		}
-	}
 }

@@ -8,6 +8,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
 	awssigningv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/aws_request_signing/v3"
@@ -108,7 +109,7 @@ func TestCredentialsStayWithTheirBackend(t *testing.T) {
 			for _, rc := range g.Routes {
 				for _, vh := range rc.GetVirtualHosts() {
 					for _, r := range vh.GetRoutes() {
-						for _, cn := range expandAggregates(t, clusters, routeClusters(r)) {
+						for _, cn := range followHops(t, g.Listeners, clusters, expandAggregates(t, clusters, routeClusters(r))) {
 							c := clusters[cn]
 							require.NotNil(t, c, "%s: route %s reaches unknown cluster %s", where, r.GetName(), cn)
 							if hops[cn] {
@@ -168,6 +169,49 @@ func expandAggregates(t *testing.T, clusters map[string]*clusterv3.Cluster, name
 			continue
 		}
 		out = append(out, n)
+	}
+	return out
+}
+
+// followHops replaces hop clusters (which reach an internal listener of the
+// same Envoy) by the clusters that listener's route sends to, where the
+// credential filters run.
+func followHops(t *testing.T, listeners []*listenerv3.Listener, clusters map[string]*clusterv3.Cluster, names []string) []string {
+	var out []string
+	for _, n := range names {
+		c := clusters[n]
+		internal := ""
+		for _, le := range c.GetLoadAssignment().GetEndpoints() {
+			for _, lb := range le.GetLbEndpoints() {
+				if a := lb.GetEndpoint().GetAddress().GetEnvoyInternalAddress(); a != nil {
+					internal = a.GetServerListenerName()
+				}
+			}
+		}
+		if internal == "" {
+			out = append(out, n)
+			continue
+		}
+		hopOpts := &httpv3.HttpProtocolOptions{}
+		if a := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; a != nil {
+			require.NoError(t, a.UnmarshalTo(hopOpts))
+		}
+		require.Empty(t, hopOpts.GetHttpFilters(), "hop cluster %s must not carry filters: they belong to the backend's cluster", n)
+		found := false
+		for _, l := range listeners {
+			if l.GetName() != internal {
+				continue
+			}
+			found = true
+			hcm := &hcmv3.HttpConnectionManager{}
+			require.NoError(t, l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm))
+			for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+				for _, r := range vh.GetRoutes() {
+					out = append(out, routeClusters(r)...)
+				}
+			}
+		}
+		require.True(t, found, "hop cluster %s reaches no internal listener", n)
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
 	"github.com/tollgate-dev/tollgate/model"
 )
@@ -21,7 +22,8 @@ import (
 // tries X, then the other backends of its priority, then each higher
 // priority in turn. So X's share moves to its peers when X is ejected or
 // unhealthy, and to the next priority only when every backend of X's
-// priority is. A rule with one backend needs none of this.
+// priority is. A rule with one backend needs none of this. Members with a
+// credential are reached through a hop (see hop.go).
 
 // target is one entry of a rule's traffic split.
 type target struct {
@@ -44,21 +46,6 @@ func Targets(rule *model.RuleConfig) []target {
 	if len(served) == 1 {
 		b := served[0].Backend
 		return []target{{Cluster: ClusterName(b), Weight: served[0].Weight, Members: []*model.BackendConfig{b}}}
-	}
-	// A backend with upstream filters (credentials) cannot sit behind an
-	// aggregate: Envoy would run the aggregate's filters, not its own. Such
-	// rules (one priority only; policies refuse more) split by weight over
-	// the backends' own clusters.
-	for _, wb := range served {
-		if wb.Backend.Credential != nil {
-			var out []target
-			for _, wb := range served {
-				if wb.Weight > 0 {
-					out = append(out, target{Cluster: ClusterName(wb.Backend), Weight: wb.Weight, Members: []*model.BackendConfig{wb.Backend}})
-				}
-			}
-			return out
-		}
 	}
 	// Priority groups, ascending; within a group by weight, then identity.
 	groups := map[uint32][]model.WeightedBackend{}
@@ -137,18 +124,34 @@ func AggregateClusterName(members []*model.BackendConfig) string {
 func AggregateCluster(t target) (*clusterv3.Cluster, error) {
 	names := make([]string, len(t.Members))
 	for i, b := range t.Members {
-		names[i] = ClusterName(b)
+		names[i] = memberCluster(b)
 	}
 	cfg, err := toAny(&aggregatev3.ClusterConfig{Clusters: names})
 	if err != nil {
 		return nil, err
 	}
-	return &clusterv3.Cluster{
+	c := &clusterv3.Cluster{
 		Name:     t.Cluster,
 		LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED,
 		ClusterDiscoveryType: &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{
 			Name:        "envoy.clusters.aggregate",
 			TypedConfig: cfg,
 		}},
-	}, nil
+	}
+	noPanic(c)
+	return c, nil
+}
+
+// noPanic turns off Envoy's panic mode on a cluster that takes part in
+// fail-over. By default, when under half of a cluster's hosts are healthy
+// Envoy ignores health and sends to all of them — for a provider reached
+// through one DNS name, that means straight back to the provider outlier
+// detection just ejected. Without panic mode the cluster has no host, the
+// attempt fails before anything is sent (503, no healthy upstream), and the
+// request moves on to the next priority.
+func noPanic(c *clusterv3.Cluster) {
+	if c.CommonLbConfig == nil {
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+	}
+	c.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: 0}
 }

@@ -78,6 +78,7 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 	// Envoy of one gateway learns nothing about another gateway's backends.
 	used := map[model.Ref]*model.BackendConfig{}
 	aggregates := map[string]bool{}
+	failoverMembers := map[string]bool{} // backend clusters behind an aggregate
 	for _, l := range g.Listeners {
 		lis, err := Listener(cfg, l)
 		if err != nil {
@@ -100,6 +101,23 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 							return nil, err
 						}
 						gr.Clusters = append(gr.Clusters, c)
+						for _, b := range t.Members {
+							failoverMembers[ClusterName(b)] = true
+							if !needsHop(b) || aggregates[HopName(b)] {
+								continue
+							}
+							aggregates[HopName(b)] = true
+							hc, err := HopCluster(b)
+							if err != nil {
+								return nil, err
+							}
+							hl, err := HopListener(b)
+							if err != nil {
+								return nil, err
+							}
+							gr.Clusters = append(gr.Clusters, hc)
+							gr.Listeners = append(gr.Listeners, hl)
+						}
 					}
 				}
 				for _, wb := range rule.Backends {
@@ -137,6 +155,11 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 		gr.Secrets = append(gr.Secrets, Secrets(cfg, b)...)
 		if c := b.Credential; c != nil && c.AWS != nil && c.AWS.AccessKeyID != nil {
 			gr.InlineSecrets = true
+		}
+	}
+	for _, c := range gr.Clusters {
+		if failoverMembers[c.Name] {
+			noPanic(c)
 		}
 	}
 	sort.Slice(gr.Listeners, func(i, j int) bool { return gr.Listeners[i].Name < gr.Listeners[j].Name })
