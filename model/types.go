@@ -18,6 +18,16 @@ const (
 // Duration is a time.Duration written as a Go duration string ("30s", "5m").
 type Duration struct{ time.Duration }
 
+// Ptr returns the duration as a *time.Duration, nil when d is nil (unset):
+// effective settings keep "unset" distinct from zero.
+func (d *Duration) Ptr() *time.Duration {
+	if d == nil {
+		return nil
+	}
+	x := d.Duration
+	return &x
+}
+
 // DecodeScalar implements the decoder's scalar hook.
 func (d *Duration) DecodeScalar(s string) error {
 	v, err := time.ParseDuration(s)

@@ -6,26 +6,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/model/modeltest"
 	"github.com/tollgate-dev/tollgate/policies"
 )
 
-const base = `apiVersion: tollgate.dev/v1alpha1
-kind: Gateway
-metadata: {name: egress}
-spec: {listeners: [{name: http, port: 10080, protocol: HTTP}]}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: Backend
-metadata: {name: openai}
-spec: {provider: openai}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: HTTPRoute
-metadata: {name: r}
-spec:
-  parentRefs: [{name: egress}]
-  rules: [{backendRefs: [{name: openai}]}]
-`
+const base = modeltest.EgressToOpenAI
 
 func lower(t *testing.T, src string, materials model.Materials) (*model.Config, model.Violations) {
 	t.Helper()

@@ -50,14 +50,9 @@ func Cluster(cfg *model.Config, gw model.Ref, b *model.BackendConfig) (*clusterv
 		if err != nil {
 			return nil, err
 		}
-		dns, err := toAny(dc)
-		if err != nil {
+		if c.ClusterDiscoveryType, err = dnsClusterType(dc); err != nil {
 			return nil, err
 		}
-		c.ClusterDiscoveryType = &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{
-			Name:        "envoy.cluster.dns",
-			TypedConfig: dns,
-		}}
 		c.LoadAssignment = ClusterLoadAssignment(b)
 	}
 	po, err := HTTPProtocolOptions(b)

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	dnscommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/common/dns/v3"
 	dnsclusterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dns/v3"
@@ -69,4 +70,18 @@ func DNSCluster(s model.DNSSettings) (*dnsclusterv3.DnsCluster, error) {
 		dc.TypedDnsResolverConfig = &corev3.TypedExtensionConfig{Name: caresResolverName, TypedConfig: cfg}
 	}
 	return dc, nil
+}
+
+// dnsClusterType is the cluster_type of a DNS cluster (the
+// envoy.cluster.dns extension; Envoy 1.40 deprecates the top-level DNS
+// fields).
+func dnsClusterType(dc *dnsclusterv3.DnsCluster) (*clusterv3.Cluster_ClusterType, error) {
+	dns, err := toAny(dc)
+	if err != nil {
+		return nil, err
+	}
+	return &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{
+		Name:        "envoy.cluster.dns",
+		TypedConfig: dns,
+	}}, nil
 }

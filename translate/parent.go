@@ -91,14 +91,7 @@ func ChildRoute(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleCo
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}},
 	}
-	if len(rule.AllowedSources) > 0 {
-		rbac, err := toAny(SourceRBAC(rule.AllowedSources))
-		if err != nil {
-			return nil, err
-		}
-		route.TypedPerFilterConfig = map[string]*anypb.Any{filterRBAC: rbac}
-	}
-	return route, nil
+	return route, restrictSources(route, rule)
 }
 
 // ParentRouteAction sends a rule's traffic to the parent. The Host header
@@ -151,14 +144,9 @@ func ParentCluster(cfg *model.Config, g *model.GatewayConfig) (*clusterv3.Cluste
 			return nil, err
 		}
 		dc.AllAddressesInSingleEndpoint = false
-		dns, err := toAny(dc)
-		if err != nil {
+		if c.ClusterDiscoveryType, err = dnsClusterType(dc); err != nil {
 			return nil, err
 		}
-		c.ClusterDiscoveryType = &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{
-			Name:        "envoy.cluster.dns",
-			TypedConfig: dns,
-		}}
 		c.LoadAssignment = ParentLoadAssignment(g)
 	} else {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}

@@ -150,14 +150,21 @@ func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig,
 	} else {
 		route.Action = &routev3.Route_DirectResponse{DirectResponse: UnavailableResponse(rule)}
 	}
-	if len(rule.AllowedSources) > 0 {
-		rbac, err := toAny(SourceRBAC(rule.AllowedSources))
-		if err != nil {
-			return nil, err
-		}
-		route.TypedPerFilterConfig = map[string]*anypb.Any{filterRBAC: rbac}
+	return route, restrictSources(route, rule)
+}
+
+// restrictSources adds the rule's source restriction (EgressPolicy
+// allowedSources), if any, to the route as per-route RBAC.
+func restrictSources(route *routev3.Route, rule *model.RuleConfig) error {
+	if len(rule.AllowedSources) == 0 {
+		return nil
 	}
-	return route, nil
+	rbac, err := toAny(SourceRBAC(rule.AllowedSources))
+	if err != nil {
+		return err
+	}
+	route.TypedPerFilterConfig = map[string]*anypb.Any{filterRBAC: rbac}
+	return nil
 }
 
 // RouteMatch builds an Envoy match from a rule's match.

@@ -14,29 +14,14 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tollgate-dev/tollgate/model/modeltest"
 	"github.com/tollgate-dev/tollgate/translate"
 	"github.com/tollgate-dev/tollgate/xds/envoysim"
 )
 
 func allowPlaintextSecrets(c *serveConfig) { c.AllowPlaintextSecrets = true }
 
-const rotationPolicies = `apiVersion: tollgate.dev/v1alpha1
-kind: Gateway
-metadata: {name: egress}
-spec: {listeners: [{name: http, port: 10080, protocol: HTTP}]}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: Backend
-metadata: {name: openai}
-spec: {provider: openai}
----
-apiVersion: tollgate.dev/v1alpha1
-kind: HTTPRoute
-metadata: {name: r}
-spec:
-  parentRefs: [{name: egress}]
-  rules: [{backendRefs: [{name: openai}]}]
----
+const rotationPolicies = modeltest.EgressToOpenAI + `---
 apiVersion: tollgate.dev/v1alpha1
 kind: CredentialInjector
 metadata: {name: openai}

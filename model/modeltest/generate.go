@@ -58,3 +58,25 @@ spec:
 	}
 	return b.Bytes()
 }
+
+// EgressToOpenAI is the smallest complete policy set tests build on:
+// Gateway egress (one HTTP listener on 10080), Backend openai (the openai
+// preset) and HTTPRoute r sending everything to it. It ends without a
+// document separator.
+const EgressToOpenAI = `apiVersion: tollgate.dev/v1alpha1
+kind: Gateway
+metadata: {name: egress}
+spec: {listeners: [{name: http, port: 10080, protocol: HTTP}]}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Backend
+metadata: {name: openai}
+spec: {provider: openai}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: egress}]
+  rules: [{backendRefs: [{name: openai}]}]
+`

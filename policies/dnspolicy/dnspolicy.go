@@ -200,14 +200,8 @@ func (p *DNSPolicy) settings() model.DNSSettings {
 			out.Resolvers = append(out.Resolvers, a)
 		}
 	}
-	if s.RefreshRate != nil {
-		d := s.RefreshRate.Duration
-		out.RefreshRate = &d
-	}
-	if s.MinRefreshRate != nil {
-		d := s.MinRefreshRate.Duration
-		out.MinRefreshRate = &d
-	}
+	out.RefreshRate = s.RefreshRate.Ptr()
+	out.MinRefreshRate = s.MinRefreshRate.Ptr()
 	return out
 }
 

@@ -106,24 +106,16 @@ func (p *EgressPolicy) Validate(v *model.Validator) {
 	}
 }
 
-func durationPtr(d *model.Duration) *time.Duration {
-	if d == nil {
-		return nil
-	}
-	x := d.Duration
-	return &x
-}
-
 func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	p := pol.(*EgressPolicy)
 	b := ctx.Index.Backends[target]
 	ref := model.RefOf(p)
 	e := model.EgressSettings{Policy: &ref}
 	if t := p.Spec.Timeouts; t != nil {
-		e.ConnectTimeout = durationPtr(t.Connect)
-		e.RequestTimeout = durationPtr(t.Request)
-		e.IdleTimeout = durationPtr(t.Idle)
-		e.StreamIdleTimeout = durationPtr(t.StreamIdle)
+		e.ConnectTimeout = t.Connect.Ptr()
+		e.RequestTimeout = t.Request.Ptr()
+		e.IdleTimeout = t.Idle.Ptr()
+		e.StreamIdleTimeout = t.StreamIdle.Ptr()
 	}
 	if l := p.Spec.ConnectionLimits; l != nil {
 		e.MaxConnections, e.MaxPendingRequests, e.MaxRequests = l.MaxConnections, l.MaxPendingRequests, l.MaxRequests

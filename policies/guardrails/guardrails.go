@@ -109,14 +109,6 @@ func (p *GuardRailsPolicy) Validate(v *model.Validator) {
 	}
 }
 
-func dur(d *model.Duration) *time.Duration {
-	if d == nil {
-		return nil
-	}
-	x := d.Duration
-	return &x
-}
-
 func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	p := pol.(*GuardRailsPolicy)
 	b := p.Spec.Backoff
@@ -125,9 +117,9 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 		NumRetries:           b.Retries,
 		RetryOn:              b.RetryOn,
 		RetriableStatusCodes: b.StatusCodes,
-		BaseInterval:         dur(b.BaseInterval),
-		MaxInterval:          dur(b.MaxInterval),
-		PerTryTimeout:        dur(b.PerTryTimeout),
+		BaseInterval:         b.BaseInterval.Ptr(),
+		MaxInterval:          b.MaxInterval.Ptr(),
+		PerTryTimeout:        b.PerTryTimeout.Ptr(),
 		HonorRetryAfter:      b.HonorRetryAfter,
 		AllowUnsafe:          b.AllowUnsafeRetries,
 	}
