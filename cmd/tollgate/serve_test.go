@@ -329,7 +329,8 @@ func TestServeNackIsRecordedAndNotResent(t *testing.T) {
 			require.Len(t, status.Nodes, 1)
 			require.Equal(t, "vm-1", status.Nodes[0].NodeID)
 			require.NotEmpty(t, status.Nodes[0].Acked["listeners"])
-			require.Contains(t, logs.String(), "envoy rejected configuration (NACK)")
+			// The status is recorded before the log line is written.
+			require.Eventually(t, func() bool { return strings.Contains(logs.String(), "envoy rejected configuration (NACK)") }, 10*time.Second, 10*time.Millisecond)
 
 			// No resend storm: the next cluster response the Envoy gets is
 			// the next configuration, not the rejected one again.
