@@ -204,6 +204,17 @@ const (
 	CredentialAWSSigV4 = "AWSSigV4"
 )
 
+// WorkloadCredentialHeaders are the headers workloads use for their own
+// provider credentials (including an AWS SDK's session token). A gateway
+// strips them from requests to a backend with a CredentialInjector, so that
+// a workload's key never reaches a provider — in particular not a different
+// provider than it was meant for.
+var WorkloadCredentialHeaders = []string{"authorization", "x-api-key", "api-key", "x-goog-api-key", "x-amz-security-token"}
+
+// WorkloadCredentialQueryParams are query parameters that carry credentials
+// (Google APIs accept ?key=); they are stripped likewise.
+var WorkloadCredentialQueryParams = []string{"key"}
+
 // Credential is what a CredentialInjector makes the gateway add to every
 // request sent to one backend.
 type Credential struct {

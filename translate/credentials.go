@@ -17,7 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tollgate-dev/tollgate/model"
-	"github.com/tollgate-dev/tollgate/policies/credentialinjector"
 )
 
 // Upstream HTTP filter names.
@@ -70,10 +69,10 @@ func UpstreamHTTPFilters(b *model.BackendConfig) ([]*hcmv3.HttpFilter, error) {
 // operator's always.
 func credentialHeaderMutation(c *model.Credential) *headermutationv3.HeaderMutation {
 	m := &headermutationv3.Mutations{}
-	for _, h := range credentialinjector.WorkloadCredentialHeaders {
+	for _, h := range model.WorkloadCredentialHeaders {
 		m.RequestMutations = append(m.RequestMutations, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Remove{Remove: h}})
 	}
-	for _, q := range credentialinjector.WorkloadCredentialQueryParams {
+	for _, q := range model.WorkloadCredentialQueryParams {
 		m.QueryParameterMutations = append(m.QueryParameterMutations, &corev3.KeyValueMutation{Remove: q})
 	}
 	m.RequestMutations = append(m.RequestMutations, headerAppends(c.DefaultHeaders, corev3.HeaderValueOption_ADD_IF_ABSENT)...)

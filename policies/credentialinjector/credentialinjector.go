@@ -114,16 +114,6 @@ var Presets = map[string]Preset{
 	"bedrock": {Header: "Authorization", Prefix: "Bearer "},
 }
 
-// WorkloadCredentialHeaders are the headers workloads use for their own
-// provider credentials (including an AWS SDK's session token). A gateway
-// strips them from requests to a backend with a CredentialInjector, so that
-// a workload's key never reaches a provider — in particular not a different
-// provider than it was meant for.
-var WorkloadCredentialHeaders = []string{"authorization", "x-api-key", "api-key", "x-goog-api-key", "x-amz-security-token"}
-
-// WorkloadCredentialQueryParams are query parameters that carry credentials
-// (Google APIs accept ?key=); they are stripped likewise.
-var WorkloadCredentialQueryParams = []string{"key"}
 
 // Targets implements model.Policy.
 func (c *CredentialInjector) Targets() []model.TargetRef { return c.Spec.TargetRefs }
@@ -174,7 +164,7 @@ func (c *CredentialInjector) Validate(v *model.Validator) {
 			switch {
 			case !model.ValidHeaderName(name):
 				v.Errorf("spec.apiKey.headers."+name, "%q is not a valid header name", name)
-			case slices.Contains(WorkloadCredentialHeaders, strings.ToLower(name)) || strings.EqualFold(name, k.Header):
+			case slices.Contains(model.WorkloadCredentialHeaders, strings.ToLower(name)) || strings.EqualFold(name, k.Header):
 				v.Errorf("spec.apiKey.headers."+name, "%q carries credentials: put the key in spec.apiKey.secret, never in plain policy text", name)
 			}
 		}
