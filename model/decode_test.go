@@ -323,6 +323,22 @@ func TestDecodeViolations(t *testing.T) {
 			},
 		},
 		{
+			name: "explicit port 0 is refused, unset port takes its default",
+			yaml: backendDoc("  hostname: x.internal\n  port: 0\n  tls: false\n  addresses:\n  - ip: 10.0.0.1\n    port: 0\n  - ip: 10.0.0.2\n"),
+			want: []string{
+				`policy.yaml:7: Backend/be: spec.port: 0 must be between 1 and 65535`,
+				`policy.yaml:11: Backend/be: spec.addresses[0].port: 0 must be between 1 and 65535`,
+			},
+		},
+		{
+			name: "explicit listener and parentRef port 0 is refused",
+			yaml: gatewayDoc("  mode: Parent\n  parentRef: {name: up, port: 0}\n  listeners:\n  - {name: http, port: 0, protocol: HTTP}\n"),
+			want: []string{
+				`policy.yaml:7: Gateway/gw: spec.parentRef.port: 0 must be between 1 and 65535`,
+				`policy.yaml:9: Gateway/gw: spec.listeners[0].port: 0 must be between 1 and 65535`,
+			},
+		},
+		{
 			name: "duration written as a number",
 			yaml: routeDoc("  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: be}]\n    timeouts: {request: 30}\n"),
 			want: []string{`policy.yaml:9: HTTPRoute/rt: spec.rules[0].timeouts.request: "30" is not a duration: write it like "30s" or "5m"`},
@@ -565,7 +581,7 @@ func TestDecodeViolations(t *testing.T) {
 			want: []string{
 				`policy.yaml:7: Gateway/gw: spec.listeners[0].protocol: is required: use HTTP`,
 				`policy.yaml:11: Gateway/gw: spec.listeners[1].protocol: "HTTPS" is not supported: use HTTP`,
-				`policy.yaml:12: Gateway/gw: spec.listeners[2].port: 0 must be between 1 and 65535`,
+				`policy.yaml:12: Gateway/gw: spec.listeners[2].port: is required: a port between 1 and 65535`,
 				`policy.yaml:13: Gateway/gw: spec.listeners[2].address: "localhost" must be an IP address`,
 			},
 		},

@@ -213,9 +213,7 @@ func (g *Gateway) Validate(v *Validator) {
 		} else {
 			names[l.Name] = i
 		}
-		if l.Port == 0 || l.Port > 65535 {
-			v.Errorf(p+".port", "%d must be between 1 and 65535", l.Port)
-		}
+		validatePort(v, p+".port", l.Port, true)
 		if l.Address != "" && net.ParseIP(l.Address) == nil {
 			v.Errorf(p+".address", "%q must be an IP address", l.Address)
 		}
@@ -244,9 +242,7 @@ func validateGatewayParentRef(v *Validator, p *GatewayParentRef) {
 	if p.SectionName != "" && !dns1123Label.MatchString(p.SectionName) {
 		v.Errorf("spec.parentRef.sectionName", "%q must be a listener name: lowercase letters, digits and '-'", p.SectionName)
 	}
-	if p.Port > 65535 {
-		v.Errorf("spec.parentRef.port", "%d must be between 1 and 65535", p.Port)
-	}
+	validatePort(v, "spec.parentRef.port", p.Port, false)
 	t := p.TLS
 	if t == nil {
 		return
@@ -279,6 +275,21 @@ func validateGatewayParentRef(v *Validator, p *GatewayParentRef) {
 		case san.Type == "URI" && !strings.Contains(san.Value, ":"):
 			v.Errorf(sp+".value", "%q is not a URI (a SPIFFE ID looks like spiffe://trust.domain/path)", san.Value)
 		}
+	}
+}
+
+// validatePort checks a port field. An optional port left out takes its
+// default; written out as 0 it is refused like any other out-of-range
+// value, since Envoy would read 0 as "unset" or as "any port" depending on
+// where it lands.
+func validatePort(v *Validator, path string, port uint32, required bool) {
+	switch {
+	case port == 0 && !v.Has(path):
+		if required {
+			v.Errorf(path, "is required: a port between 1 and 65535")
+		}
+	case port == 0 || port > 65535:
+		v.Errorf(path, "%d must be between 1 and 65535", port)
 	}
 }
 
@@ -394,17 +405,13 @@ func (b *Backend) Validate(v *Validator) {
 			v.Errorf("spec.hostname", "is required unless spec.addresses is set")
 		}
 	}
-	if s.Port > 65535 {
-		v.Errorf("spec.port", "%d must be between 1 and 65535", s.Port)
-	}
+	validatePort(v, "spec.port", s.Port, false)
 	for i, a := range s.Addresses {
 		p := fmt.Sprintf("spec.addresses[%d]", i)
 		if net.ParseIP(a.IP) == nil {
 			v.Errorf(p+".ip", "%q must be an IPv4 or IPv6 address", a.IP)
 		}
-		if a.Port > 65535 {
-			v.Errorf(p+".port", "%d must be between 1 and 65535", a.Port)
-		}
+		validatePort(v, p+".port", a.Port, false)
 	}
 	switch s.Protocol {
 	case "", ProtocolHTTP1, ProtocolHTTP2:
