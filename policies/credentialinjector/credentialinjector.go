@@ -114,7 +114,6 @@ var Presets = map[string]Preset{
 	"bedrock": {Header: "Authorization", Prefix: "Bearer "},
 }
 
-
 // Targets implements model.Policy.
 func (c *CredentialInjector) Targets() []model.TargetRef { return c.Spec.TargetRefs }
 
@@ -135,6 +134,27 @@ func (c *CredentialInjector) Materials() []model.SecretSource {
 		return out
 	}
 	return nil
+}
+
+// headerNames lists spec.apiKey.headers in the order they are written
+// (then by name), so that everything derived from the map is
+// deterministic.
+func (c *CredentialInjector) headerNames() []string {
+	if c.Spec.APIKey == nil {
+		return nil
+	}
+	names := make([]string, 0, len(c.Spec.APIKey.Headers))
+	for name := range c.Spec.APIKey.Headers {
+		names = append(names, name)
+	}
+	line := func(name string) int { return c.Src.LineOf("spec.apiKey.headers." + name) }
+	slices.SortFunc(names, func(a, b string) int {
+		if la, lb := line(a), line(b); la != lb {
+			return la - lb
+		}
+		return strings.Compare(a, b)
+	})
+	return names
 }
 
 // Validate implements model.Object.
@@ -159,13 +179,35 @@ func (c *CredentialInjector) Validate(v *model.Validator) {
 		if k.Header != "" && !model.ValidHeaderName(k.Header) {
 			v.Errorf("spec.apiKey.header", "%q is not a valid header name", k.Header)
 		}
+		if k.Prefix != nil {
+			// The prefix is sent verbatim before the key: a line break in it
+			// would end the header and start another one.
+			if msg := model.HeaderValueProblem(*k.Prefix); msg != "" {
+				v.Errorf("spec.apiKey.prefix", "%s", msg)
+			}
+		}
 		k.Secret.Validate(v, "spec.apiKey.secret", true)
-		for name := range k.Headers {
-			switch {
-			case !model.ValidHeaderName(name):
-				v.Errorf("spec.apiKey.headers."+name, "%q is not a valid header name", name)
-			case slices.Contains(model.WorkloadCredentialHeaders, strings.ToLower(name)) || strings.EqualFold(name, k.Header):
-				v.Errorf("spec.apiKey.headers."+name, "%q carries credentials: put the key in spec.apiKey.secret, never in plain policy text", name)
+		// Header names are case-insensitive: two spellings of one name would
+		// both be lowered to it, and which value wins would change from run
+		// to run. Report the later one, pointing at the first.
+		seen := map[string]string{}
+		for _, name := range c.headerNames() {
+			path := "spec.apiKey.headers." + name
+			if msg := model.HeaderNameProblem(name); msg != "" {
+				v.Errorf(path, "%s", msg)
+				continue
+			}
+			if first, dup := seen[strings.ToLower(name)]; dup {
+				v.Errorf(path, "%q is already set as %q (line %d): header names are case-insensitive, keep one", name, first, c.Src.LineOf("spec.apiKey.headers."+first))
+				continue
+			}
+			seen[strings.ToLower(name)] = name
+			if slices.Contains(model.WorkloadCredentialHeaders, strings.ToLower(name)) || strings.EqualFold(name, k.Header) {
+				v.Errorf(path, "%q carries credentials: put the key in spec.apiKey.secret, never in plain policy text", name)
+				continue
+			}
+			if msg := model.HeaderValueProblem(k.Headers[name]); msg != "" {
+				v.Errorf(path, "%s", msg)
 			}
 		}
 	}
@@ -173,6 +215,10 @@ func (c *CredentialInjector) Validate(v *model.Validator) {
 		u, err := url.Parse(o.TokenURL)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
 			v.Errorf("spec.oauth2.tokenURL", "%q must be an https:// URL", o.TokenURL)
+		} else if p := u.Port(); p != "" {
+			if n, err := strconv.ParseUint(p, 10, 32); err != nil || n < 1 || n > 65535 {
+				v.Errorf("spec.oauth2.tokenURL", "%q: port %s must be between 1 and 65535", o.TokenURL, p)
+			}
 		}
 		if o.ClientID == "" {
 			v.Errorf("spec.oauth2.clientID", "is required")
@@ -225,8 +271,8 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 			cred.DefaultHeaders[h] = val
 		}
 		cred.StaticHeaders = map[string]string{}
-		for h, val := range k.Headers {
-			cred.StaticHeaders[strings.ToLower(h)] = val
+		for _, h := range c.headerNames() {
+			cred.StaticHeaders[strings.ToLower(h)] = k.Headers[h]
 			delete(cred.DefaultHeaders, strings.ToLower(h))
 		}
 		cred.Secret = secretValue(ctx, c, k.Secret, "spec.apiKey.secret")
