@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	yaml "go.yaml.in/yaml/v3"
 )
@@ -56,6 +57,11 @@ type scalarDecoder interface {
 	DecodeScalar(value string) error
 }
 
+// MaxFileSize bounds one policy file (or API request body). Real policy
+// sets are far smaller; a bigger file is a mistake or an attack, and
+// decoding it would cost seconds and gigabytes.
+const MaxFileSize = 4 << 20
+
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // Decode reads every YAML document in data. It reports every violation it
@@ -67,6 +73,9 @@ func (s *Scheme) Decode(file string, data []byte) ([]Object, Violations) {
 		objs []Object
 		errs Violations
 	)
+	if len(data) > MaxFileSize {
+		return nil, Violations{{File: file, Msg: fmt.Sprintf("is %d bytes, more than the %d bytes (%d MiB) a policy file may hold: split it into several files", len(data), MaxFileSize, MaxFileSize>>20)}}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var doc yaml.Node
@@ -456,7 +465,12 @@ func (d *nodeDecoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		seen[k.Value] = true
 		f, ok := fields[k.Value]
 		if !ok {
-			d.fail(k, kp, "unknown field %q%s", k.Value, suggest(k.Value, fields))
+			// Past the cap nothing more is reported: spend no time on a
+			// suggestion nobody will read (a hostile file may hold millions
+			// of unknown keys).
+			if len(d.errs) < maxViolationsPerDocument {
+				d.fail(k, kp, "unknown field %q%s", k.Value, suggest(k.Value, fields))
+			}
 			continue
 		}
 		d.src.Fields[kp] = k.Line
@@ -467,6 +481,7 @@ func (d *nodeDecoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 // suggest names the closest known field, which turns most typos into a
 // one-glance fix.
 func suggest(key string, fields map[string]field) string {
+	suggestions.Add(1)
 	best, bestDist := "", 3
 	names := make([]string, 0, len(fields))
 	for k := range fields {
@@ -483,6 +498,10 @@ func suggest(key string, fields map[string]field) string {
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
 }
+
+// suggestions counts suggest calls, for the test that a flood of unknown
+// keys costs no more than the violations reported.
+var suggestions atomic.Int64
 
 func levenshtein(a, b string) int {
 	prev := make([]int, len(b)+1)
