@@ -91,6 +91,10 @@ type RetrySettings struct {
 	AllowUnsafe bool
 }
 
+// DefaultRetryBaseInterval is the retry back-off's base interval when no
+// GuardRailsPolicy sets one (translate.DefaultBaseInterval is the same).
+const DefaultRetryBaseInterval = 250 * time.Millisecond
+
 // SafeRetryOn are the retry conditions under which the request cannot have
 // reached the provider, or the provider refused it: a retry duplicates no
 // inference.

@@ -115,6 +115,16 @@ func Lower(cfg *model.Config, in Inputs) model.Violations {
 			k.Finish(cfg, idx)
 		}
 	}
+	byRef := make(map[model.Ref]model.Object, len(cfg.Objects))
+	for _, o := range cfg.Objects {
+		byRef[model.RefOf(o)] = o
+	}
+	report := func(r model.Ref) *model.Validator { return model.NewValidator(byRef[r], &errs) }
+	for _, k := range Kinds {
+		if k.Check != nil {
+			k.Check(cfg, idx, report)
+		}
+	}
 	model.SortConditions(cfg.Conditions)
 	return errs
 }

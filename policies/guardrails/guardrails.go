@@ -24,6 +24,7 @@ var Kind = policy.Kind{
 	ScopeReason: "guard rails are organisation or route posture; per-destination behaviour " +
 		"belongs in QoSController or EgressPolicy",
 	Lower: lower,
+	Check: checkMerged,
 }
 
 // GuardRailsPolicy sets guard rails for gateways or routes.
@@ -101,8 +102,10 @@ func (p *GuardRailsPolicy) Validate(v *model.Validator) {
 	if b.BaseInterval != nil && b.BaseInterval.Duration < time.Millisecond {
 		v.Errorf("spec.backoff.baseInterval", "must be at least 1ms")
 	}
-	if b.BaseInterval != nil && b.MaxInterval != nil && b.MaxInterval.Duration < b.BaseInterval.Duration {
-		v.Errorf("spec.backoff.maxInterval", "must not be shorter than baseInterval")
+	if b.MaxInterval != nil && b.MaxInterval.Duration <= 0 {
+		v.Errorf("spec.backoff.maxInterval", "%s must be positive (Envoy refuses 0): leave it out for 10 times baseInterval", b.MaxInterval.Duration)
+	} else if b.BaseInterval != nil && b.MaxInterval != nil && b.MaxInterval.Duration < b.BaseInterval.Duration {
+		v.Errorf("spec.backoff.maxInterval", "%s must not be shorter than baseInterval (%s)", b.MaxInterval.Duration, b.BaseInterval.Duration)
 	}
 	if b.PerTryTimeout != nil && b.PerTryTimeout.Duration <= 0 {
 		v.Errorf("spec.backoff.perTryTimeout", "must be positive")
@@ -138,5 +141,90 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 		g.Retry = r
 	case model.KindHTTPRoute:
 		ctx.Index.Routes[target].Retry = r
+	}
+}
+
+// checkMerged refuses a back-off that only goes wrong once a route's
+// settings are merged over its gateway's and tollgate's defaults: Envoy
+// refuses a max_interval below the base_interval, and with it the whole
+// route configuration of the gateway. Each policy is judged where it is
+// the more specific scope of the pair, so the message names the field to
+// change and where the other value comes from.
+func checkMerged(cfg *model.Config, _ *policy.Index, report func(model.Ref) *model.Validator) {
+	type key struct {
+		policy model.Ref
+		field  string
+		msg    string
+	}
+	seen := map[key]bool{}
+	fail := func(policy model.Ref, field, format string, args ...any) {
+		k := key{policy, field, fmt.Sprintf(format, args...)}
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		report(policy).Errorf(field, "%s", k.msg)
+	}
+	for _, g := range cfg.Gateways {
+		if g.Parent != nil {
+			continue // retries to a parent use fixed settings
+		}
+		checked := map[model.Ref]bool{}
+		check := func(r *model.RetrySettings) {
+			type origin struct {
+				d      time.Duration
+				policy *model.RetrySettings
+				scope  model.Ref
+			}
+			base := origin{d: model.DefaultRetryBaseInterval}
+			var max *origin
+			for _, s := range []struct {
+				s     *model.RetrySettings
+				scope model.Ref
+			}{{g.Retry, g.Ref}, {r, model.Ref{}}} {
+				if s.s == nil {
+					continue
+				}
+				if s.s.BaseInterval != nil {
+					base = origin{d: *s.s.BaseInterval, policy: s.s, scope: s.scope}
+				}
+				if s.s.MaxInterval != nil {
+					max = &origin{d: *s.s.MaxInterval, policy: s.s, scope: s.scope}
+				}
+			}
+			if max == nil || max.d >= base.d || max.d <= 0 {
+				return
+			}
+			if base.policy == max.policy {
+				return // one policy: its own validation reports it
+			}
+			describe := func(o origin, field string) string {
+				if o.policy == nil {
+					return fmt.Sprintf("the default %s %s", field, o.d)
+				}
+				return fmt.Sprintf("%s %s of %s on %s", field, o.d, o.policy.Policy, g.Ref)
+			}
+			switch {
+			case base.policy == nil || base.policy == g.Retry:
+				// The maximum is the more specific one (or the base is the
+				// default): shorten nothing, lengthen the maximum.
+				fail(max.policy.Policy, "spec.backoff.maxInterval", "%s is shorter than %s: Envoy would refuse the routes of %s; set it to at least %s, or set baseInterval here too",
+					max.d, describe(base, "baseInterval"), g.Ref, base.d)
+			default:
+				// The route's own base is longer than the gateway's maximum.
+				fail(base.policy.Policy, "spec.backoff.baseInterval", "%s is longer than %s: Envoy would refuse the routes of %s; set maxInterval here too, or a shorter baseInterval",
+					base.d, describe(*max, "maxInterval"), g.Ref)
+			}
+		}
+		check(nil) // a route without a policy of its own gets the gateway's
+		for _, l := range g.Listeners {
+			for _, rc := range l.Routes {
+				if checked[rc.Ref] {
+					continue
+				}
+				checked[rc.Ref] = true
+				check(rc.Retry)
+			}
+		}
 	}
 }

@@ -23,6 +23,10 @@ type Kind struct {
 	// derive settings that combine several targets (e.g. route timeouts
 	// from backend settings).
 	Finish func(cfg *model.Config, idx *Index)
+	// Check runs after Finish, to refuse combinations that only exist once
+	// every scope is merged (a route's back-off against its gateway's).
+	// report returns the validator of a policy of this kind.
+	Check func(cfg *model.Config, idx *Index, report func(policy model.Ref) *model.Validator)
 }
 
 // Context is what lowering one policy needs.
