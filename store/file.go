@@ -32,8 +32,9 @@ type FileSource struct {
 	log      *slog.Logger
 	debounce time.Duration
 
-	mu    sync.Mutex
-	cache map[string]cachedFile // path → last decode, reused while unchanged
+	mu       sync.Mutex
+	cache    map[string]cachedFile // path → last decode, reused while unchanged
+	warnings []string              // from the latest Load
 
 	materialDirs map[string]bool // only touched by Watch's goroutine
 }
@@ -72,7 +73,7 @@ func policyFile(name string) bool {
 // problems) are returned together; an error means the directory itself could
 // not be read.
 func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
-	var files []string
+	var files, warnings []string
 	root := walkRoot(f.dir)
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -91,9 +92,24 @@ func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
 			}
 			return nil
 		}
-		if policyFile(d.Name()) {
-			files = append(files, path)
+		if !policyFile(d.Name()) {
+			return nil
 		}
+		if !d.Type().IsRegular() {
+			// A symbolic link is read if it leads to a regular file;
+			// anything else (a FIFO, a device, a socket) would block or
+			// never end: skip it, and say so.
+			fi, err := os.Stat(path)
+			if err != nil || !fi.Mode().IsRegular() {
+				why := "it does not resolve"
+				if err == nil {
+					why = "it is " + notRegular(fi.Mode()).Error()
+				}
+				warnings = append(warnings, fmt.Sprintf("%s: skipped: %s", path, why))
+				return nil
+			}
+		}
+		files = append(files, path)
 		return nil
 	})
 	if err != nil {
@@ -109,11 +125,19 @@ func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
 	)
 	seen := make(map[string]bool, len(files))
 	for _, path := range files {
-		data, err := os.ReadFile(path)
+		data, err := readRegular(path, MaxPolicyFileSize)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
+		if errors.Is(err, errTooLarge) {
+			errs = append(errs, model.Violation{File: path, Msg: fmt.Sprintf("is larger than %d MiB, the most a policy file may hold: split it into several files", MaxPolicyFileSize>>20)})
+			continue
+		}
 		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
 			errs = append(errs, model.Violation{File: path, Msg: "cannot read: " + err.Error()})
 			continue
 		}
@@ -134,7 +158,40 @@ func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
 		}
 	}
 	errs.Sort()
+	for _, w := range warnings {
+		f.log.Warn(w)
+	}
+	f.warnings = warnings
 	return objs, errs, nil
+}
+
+// Warnings are what the latest Load skipped and why (a FIFO or device
+// named like a policy file): not violations, but worth telling.
+func (f *FileSource) Warnings() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.warnings...)
+}
+
+// Start is the first Sync of a process (serve's start-up, validate): it
+// also refuses a path that is not a directory, and a directory that holds
+// no object at all, which is almost always the wrong path and would
+// otherwise serve (or pass) nothing.
+func (f *FileSource) Start(st *Store) error {
+	fi, err := os.Stat(f.dir)
+	if err != nil {
+		return fmt.Errorf("read policy directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is a file, not a directory: give the directory that holds it (every *.yaml and *.yml under it is read)", f.dir)
+	}
+	if err := f.Sync(st); err != nil {
+		return err
+	}
+	if cfg := st.Config(); cfg == nil || len(cfg.Objects) == 0 {
+		return fmt.Errorf("%s holds no policy objects: add *.yaml files with at least a Gateway (or check the path)", f.dir)
+	}
+	return nil
 }
 
 // Sync loads the directory into st. It returns the resulting error, if any:

@@ -83,7 +83,7 @@ func loadMaterials(keys []string) model.Materials {
 	out := make(model.Materials, len(keys))
 	for _, k := range keys {
 		if p := model.MaterialPath(k); p != "" {
-			data, err := os.ReadFile(p)
+			data, err := readRegular(p, MaxMaterialSize)
 			if err != nil {
 				// The path is already in the message; keep the reason only.
 				var pe *fs.PathError

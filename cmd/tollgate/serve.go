@@ -233,7 +233,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 	}
 	src := store.NewFileSource(cfg.Policies, policies.NewScheme(), log)
 	src.SetDebounce(cfg.Debounce)
-	if err := src.Sync(st); err != nil {
+	if err := src.Start(st); err != nil {
 		if errors.Is(err, xds.ErrPlaintextSecrets) {
 			return nil, fmt.Errorf("policies in %s: %w", cfg.Policies, err)
 		}

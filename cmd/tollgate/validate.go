@@ -19,7 +19,8 @@ func newValidateCmd() *cobra.Command {
 		Short: "Check a policy directory the way serve would, without serving it",
 		Long: "validate decodes, resolves and translates every policy under DIR and checks the result\n" +
 			"against Envoy's constraints. It prints every violation and exits 1, or prints a summary and exits 0,\n" +
-			"with a note for each policy outcome that is not a violation. It resolves no names: backends whose\n" +
+			"with a note for each policy outcome that is not a violation. DIR must be a directory holding at least\n" +
+			"one object; files that are not regular files (FIFOs, devices) are skipped with a warning. It resolves no names: backends whose\n" +
 			"DNSPolicy asks for reverse-DNS verification are noted as not verified (serve verifies them).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,7 +40,11 @@ func newValidateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := src.Sync(st); err != nil {
+			err = src.Start(st)
+			for _, w := range src.Warnings() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
+			}
+			if err != nil {
 				if vs, ok := model.AsViolations(err); ok {
 					for _, v := range vs {
 						fmt.Fprintln(cmd.ErrOrStderr(), v.Error())

@@ -325,6 +325,10 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	b.Credential = cred
 }
 
+// maxSecretSize bounds a credential: real keys and tokens are well under a
+// kilobyte (an AWS session token is about 1 KiB).
+const maxSecretSize = 64 << 10
+
 // secretValue reads a secret and trims the newline files usually end with.
 // Control characters inside would break the header; the message says so
 // without showing the value.
@@ -335,6 +339,10 @@ func secretValue(ctx policy.Context, c *CredentialInjector, src model.SecretSour
 	}
 	data := ctx.Material(c, src, field)
 	if data == nil {
+		return nil
+	}
+	if len(data) > maxSecretSize {
+		ctx.Validator.Errorf(field, "%s is %d bytes, more than the %d KiB a credential may be: is it the right file?", src.Describe(), len(data), maxSecretSize>>10)
 		return nil
 	}
 	val := strings.TrimRight(string(data), "\r\n")
