@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -20,6 +21,45 @@ type Config struct {
 	// Conditions report policy outcomes that are not errors (a policy that
 	// lost a conflict, a backend that failed verification).
 	Conditions []Condition
+	// Invalid are objects that exist but failed their own validation (and
+	// so are not in Objects). A reference to one is not reported as
+	// dangling: the object's own violations are the root cause, reported
+	// once, instead of once more by every object that refers to it.
+	Invalid map[Ref]bool
+}
+
+// InvalidObjects lists the objects the violations are about, for
+// BuildConfigWithInvalid.
+func (vs Violations) InvalidObjects() map[Ref]bool {
+	out := map[Ref]bool{}
+	for _, v := range vs {
+		if r, ok := ParseRef(v.Object); ok {
+			out[r] = true
+		}
+	}
+	return out
+}
+
+// ParseRef reads what Ref.String writes: Kind/name (default namespace) or
+// Kind/namespace/name.
+func ParseRef(s string) (Ref, bool) {
+	parts := strings.Split(s, "/")
+	switch len(parts) {
+	case 2:
+		return Ref{Kind: parts[0], Namespace: DefaultNamespace, Name: parts[1]}, parts[1] != ""
+	case 3:
+		return Ref{Kind: parts[0], Namespace: parts[1], Name: parts[2]}, parts[2] != ""
+	}
+	return Ref{}, false
+}
+
+// missing reports a reference to an object that is not in the config,
+// unless the object exists but is invalid (see Config.Invalid).
+func (c *Config) missing(v *Validator, path string, ref Ref) {
+	if c.Invalid[ref] {
+		return
+	}
+	v.Errorf(path, "%s does not exist", ref)
 }
 
 // Settings are the parts of tollgate's own configuration that translation
@@ -86,6 +126,9 @@ type RetrySettings struct {
 	PerTryTimeout *time.Duration
 	// HonorRetryAfter backs off as the provider's Retry-After says.
 	HonorRetryAfter *bool
+	// BufferLimit is how much of a request body Envoy keeps to send it again
+	// on a retry or fail-over.
+	BufferLimit *uint64
 	// AllowUnsafe permits retry conditions under which the provider may
 	// already have received, and be running, the request.
 	AllowUnsafe bool
@@ -296,6 +339,13 @@ func (c *Config) Gateway(key string) *GatewayConfig {
 // dangling references; each object is assumed to have passed its own
 // Validate already (the decoder does that).
 func BuildConfig(objs []Object, settings Settings) (*Config, Violations) {
+	return BuildConfigWithInvalid(objs, settings, nil)
+}
+
+// BuildConfigWithInvalid is BuildConfig for a set whose objects in invalid
+// were left out for failing their own validation: references to them are
+// not reported again (see Config.Invalid).
+func BuildConfigWithInvalid(objs []Object, settings Settings, invalid map[Ref]bool) (*Config, Violations) {
 	if settings.SystemCABundle == "" {
 		settings.SystemCABundle = DefaultSystemCABundle
 	}
@@ -322,7 +372,7 @@ func BuildConfig(objs []Object, settings Settings) (*Config, Violations) {
 	}
 	SortObjects(unique)
 
-	cfg := &Config{Objects: unique, Settings: settings}
+	cfg := &Config{Objects: unique, Settings: settings, Invalid: invalid}
 	backends := map[Ref]*BackendConfig{}
 	gateways := map[Ref]*GatewayConfig{}
 	for _, o := range unique {
@@ -346,13 +396,13 @@ func BuildConfig(objs []Object, settings Settings) (*Config, Violations) {
 			continue
 		}
 		v := NewValidator(r, &errs)
-		rc := resolveRoute(r, backends, v)
+		rc := cfg.resolveRoute(r, backends, v)
 		// Attach even a route with dangling backends, so that its parent
 		// references are checked too; any violation stops the whole
 		// config from being served anyway.
-		attach(rc, gateways, v)
+		cfg.attach(rc, gateways, v)
 	}
-	resolveParents(cfg.Gateways, gateways, &errs)
+	cfg.resolveParents(gateways, &errs)
 	if len(errs) > 0 {
 		errs.Sort()
 		return nil, errs
@@ -389,7 +439,7 @@ func resolveBackend(b *Backend) *BackendConfig {
 	return bc
 }
 
-func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) *RouteConfig {
+func (c *Config) resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) *RouteConfig {
 	ns := RefOf(r).Namespace
 	rc := &RouteConfig{Ref: RefOf(r), Route: r, Hostnames: r.Spec.Hostnames}
 	for i, rule := range r.Spec.Rules {
@@ -409,7 +459,7 @@ func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) *
 			seen[ref] = j
 			b, found := backends[ref]
 			if !found {
-				v.Errorf(fmt.Sprintf("spec.rules[%d].backendRefs[%d].name", i, j), "%s does not exist", ref)
+				c.missing(v, fmt.Sprintf("spec.rules[%d].backendRefs[%d].name", i, j), ref)
 				continue
 			}
 			resolved.Backends = append(resolved.Backends, WeightedBackend{Backend: b, Weight: br.EffectiveWeight(), Priority: br.EffectivePriority()})
@@ -419,13 +469,13 @@ func resolveRoute(r *HTTPRoute, backends map[Ref]*BackendConfig, v *Validator) *
 	return rc
 }
 
-func attach(rc *RouteConfig, gateways map[Ref]*GatewayConfig, v *Validator) {
+func (c *Config) attach(rc *RouteConfig, gateways map[Ref]*GatewayConfig, v *Validator) {
 	ns := rc.Ref.Namespace
 	for i, p := range rc.Route.Spec.ParentRefs {
 		ref := LocalRef{Name: p.Name, Namespace: p.Namespace}.Resolve(KindGateway, ns)
 		g, found := gateways[ref]
 		if !found {
-			v.Errorf(fmt.Sprintf("spec.parentRefs[%d].name", i), "%s does not exist", ref)
+			c.missing(v, fmt.Sprintf("spec.parentRefs[%d].name", i), ref)
 			continue
 		}
 		matched := false

@@ -77,6 +77,9 @@ func credentialHeaderMutation(c *model.Credential) *headermutationv3.HeaderMutat
 	}
 	m.RequestMutations = append(m.RequestMutations, headerAppends(c.DefaultHeaders, corev3.HeaderValueOption_ADD_IF_ABSENT)...)
 	m.RequestMutations = append(m.RequestMutations, headerAppends(c.StaticHeaders, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)...)
+	// A provider's answer must never pass for Envoy's own refusal, which a
+	// fail-over route retries (see hop.go).
+	m.ResponseMutations = append(m.ResponseMutations, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Remove{Remove: RefusalHeader}})
 	return &headermutationv3.HeaderMutation{Mutations: m}
 }
 

@@ -7,8 +7,11 @@ import (
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate-dev/tollgate/model"
 )
@@ -133,6 +136,10 @@ func AggregateCluster(t target) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
 		Name:     t.Cluster,
 		LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED,
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority:   corev3.RoutingPriority_DEFAULT,
+			MaxRetries: wrapperspb.UInt32(AggregateMaxRetries(t.Members[0])),
+		}}},
 		ClusterDiscoveryType: &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{
 			Name:        "envoy.clusters.aggregate",
 			TypedConfig: cfg,
@@ -140,6 +147,53 @@ func AggregateCluster(t target) (*clusterv3.Cluster, error) {
 	}
 	noPanic(c)
 	return c, nil
+}
+
+// envoyDefaultMaxRequests is Envoy's default circuit breaker limit of
+// concurrent requests per cluster.
+const envoyDefaultMaxRequests = 1024
+
+// AggregateMaxRetries is the limit of concurrent retries of the requests
+// whose fail-over order starts with primary.
+//
+// Envoy checks a retry against the circuit breakers of the route's
+// cluster — the aggregate, not the member the retry goes to
+// (RetryStateImpl::shouldRetry in source/common/router/retry_state_impl.cc
+// asks cluster_.resourceManager(priority_).retries(), and cluster_ is the
+// route's cluster the router passed in Filter::decodeHeaders). Left at
+// Envoy's default of 3, a provider outage would fail every request beyond
+// the third concurrent one instead of failing it over
+// (upstream_rq_retry_overflow). A retry budget cannot be placed there
+// either: it is a share of the cluster's own active requests
+// (ResourceManagerImpl::RetryBudgetImpl::max), and an aggregate has none —
+// the connection pools count requests on the member's cluster.
+//
+// So the aggregate gets a fixed limit taken from the primary backend's
+// QoSController: its maxRetries as is; its retryBudget as that share of its
+// request limit (maxRequests, else Envoy's 1024), at least
+// minRetryConcurrency; without either, the request limit itself, so that
+// every request in flight may fail over (each request still retries at
+// most num_retries times, one retry at a time).
+func AggregateMaxRetries(primary *model.BackendConfig) uint32 {
+	maxRequests := uint32(envoyDefaultMaxRequests)
+	if primary.Egress.MaxRequests != nil {
+		maxRequests = *primary.Egress.MaxRequests
+	}
+	if primary.QoS == nil {
+		return maxRequests
+	}
+	cb := primary.QoS.CircuitBreakers
+	if cb.MaxRequests != nil {
+		maxRequests = *cb.MaxRequests
+	}
+	switch {
+	case cb.MaxRetries != nil:
+		return *cb.MaxRetries
+	case cb.RetryBudget != nil:
+		n := uint32(cb.RetryBudget.BudgetPercent / 100 * float64(maxRequests))
+		return max(n, cb.RetryBudget.MinRetryConcurrency)
+	}
+	return maxRequests
 }
 
 // noPanic turns off Envoy's panic mode on a cluster that takes part in
@@ -154,4 +208,36 @@ func noPanic(c *clusterv3.Cluster) {
 		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
 	}
 	c.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: 0}
+}
+
+// wholePriorityOverprovisioning is the overprovisioning factor of a
+// fail-over member's endpoints. Envoy rates a priority's health as
+// min(100, factor/100 × healthy/total) percent and sends the missing share
+// to the next priority (LoadBalancerBase::recalculatePriorityLoad in
+// source/common/upstream/load_balancer_impl.cc); the aggregate cluster keeps
+// each member's factor for the priorities it flattens
+// (source/extensions/clusters/aggregate/cluster.cc). With Envoy's default
+// of 140, a backend of two hosts with one ejected would already send 30% of
+// its traffic to the next priority. A factor of 100 × the most hosts a
+// backend can have rates a priority healthy while any host is: traffic
+// moves on only when the backend is really unavailable, as the README
+// promises.
+const wholePriorityOverprovisioning = 100 * maxPriorityHosts
+
+// maxPriorityHosts bounds the hosts of one backend for which
+// wholePriorityOverprovisioning holds; a backend with more hosts (static
+// addresses, or a DNS name resolving to more) than this spills over in
+// proportion once fewer than total/1000 of them are healthy.
+const maxPriorityHosts = 1000
+
+// wholePriority sets the overprovisioning factor of a fail-over member's
+// load assignment (nil: nothing to set).
+func wholePriority(cla *endpointv3.ClusterLoadAssignment) {
+	if cla == nil {
+		return
+	}
+	if cla.Policy == nil {
+		cla.Policy = &endpointv3.ClusterLoadAssignment_Policy{}
+	}
+	cla.Policy.OverprovisioningFactor = wrapperspb.UInt32(wholePriorityOverprovisioning)
 }

@@ -1,14 +1,20 @@
 package translate
 
 import (
+	"math"
+	"time"
+
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	healthcheckv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -27,10 +33,74 @@ import (
 // injected, per attempt, on the backend the attempt goes to.
 //
 // The hop never turns a request that reached a provider into a retriable
-// answer: its local replies for resets and terminations after the request
-// was sent become 502, which the outer retry policy does not retry, while
-// a refused connection or an ejected backend stays 503 (nothing was sent),
-// which moves the request to the next priority.
+// answer, and never hides a refusal that is safe to retry:
+//   - Its route retries, on another host of the backend, exactly what is
+//     still known there to have reached no provider: a reset before the
+//     request was sent and a refused HTTP/2 stream (hopRetryPolicy).
+//   - Its local replies for Envoy's own refusals — no healthy host, a full
+//     circuit breaker, a failed connection, or those retries spent — keep
+//     503 and carry RefusalHeader, which the outer route retries on the
+//     next backend; a provider's answer never carries it (the backend's
+//     upstream filters remove it from responses).
+//   - Its local replies for a reset or termination after the request was
+//     sent, an upstream protocol error, or an overload-manager reset become
+//     502, which the outer route does not retry.
+
+// RefusalHeader marks a hop's local replies for Envoy's own refusals, so
+// that the outer route can retry them (retriable-headers) without retrying
+// a provider's 503, which may come after the provider did the work. The
+// outer route removes it before the response leaves the gateway.
+const RefusalHeader = "x-tollgate-envoy-refusal"
+
+// refusalMatcher matches RefusalHeader in a retry policy.
+func refusalMatcher() *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{Name: RefusalHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}
+}
+
+// hopRefusalFlags are response flags of a hop's local replies that mean
+// nothing reached the provider: no healthy upstream (UH), circuit breaker
+// overflow (UO), connection failure (UF), and retries of a safe failure
+// spent (URX: RetryStateImpl::shouldRetry returns NoRetryLimitExceeded only
+// for a failure the policy would retry).
+var hopRefusalFlags = []string{"UH", "UO", "UF", "URX"}
+
+// hopLocalReplyFlags are response flags of a hop's local replies that mean
+// the request may have reached the provider; they answer 502. OM is an
+// overload-manager reset, which can come after the request was sent.
+var hopLocalReplyFlags = []string{"UR", "UC", "LR", "DC", "UPE", "OM"}
+
+// hopRetries is how often a hop's route retries a failure that reached no
+// provider, on another host of the backend.
+const hopRetries = 1
+
+// hopRetryPolicy is the retry policy of a hop's route.
+func hopRetryPolicy() *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:                       "reset-before-request,refused-stream",
+		NumRetries:                    wrapperspb.UInt32(hopRetries),
+		HostSelectionRetryMaxAttempts: 3,
+		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
+			Name:       "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
+		}},
+	}
+}
+
+// anyHop reports whether a fail-over target of a rule reaches a member
+// through a hop.
+func anyHop(targets []target) bool {
+	for _, t := range targets {
+		if !t.aggregate() {
+			continue
+		}
+		for _, b := range t.Members {
+			if needsHop(b) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // needsHop reports whether a backend must be reached through a hop when it
 // sits behind a fail-over aggregate.
@@ -50,10 +120,6 @@ func memberCluster(b *model.BackendConfig) string {
 	return ClusterName(b)
 }
 
-// hopLocalReplyFlags are Envoy response flags of a hop's local replies that
-// mean the request may have reached the provider; they answer 502.
-var hopLocalReplyFlags = []string{"UR", "UC", "LR", "DC", "UPE"}
-
 // HopCluster reaches a backend's internal listener.
 func HopCluster(b *model.BackendConfig) (*clusterv3.Cluster, error) {
 	opts, err := toAny(&httpv3.HttpProtocolOptions{
@@ -64,9 +130,11 @@ func HopCluster(b *model.BackendConfig) (*clusterv3.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clusterv3.Cluster{
+	c := &clusterv3.Cluster{
 		Name:                 HopName(b),
 		ConnectTimeout:       durationpb.New(DefaultConnectTimeout),
+		CircuitBreakers:      hopCircuitBreakers(),
+		HealthChecks:         []*corev3.HealthCheck{hopHealthCheck(b)},
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: HopName(b),
@@ -80,7 +148,84 @@ func HopCluster(b *model.BackendConfig) (*clusterv3.Cluster, error) {
 			}}}},
 		},
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsKey: opts},
-	}, nil
+	}
+	noPanic(c)
+	return c, nil
+}
+
+// A hop must show its backend's health to the aggregate: a hop is one
+// internal host, which the aggregate would otherwise always see healthy,
+// so an ejected or unhealthy provider would keep every first attempt and,
+// with retries off, never fail over. So the hop cluster health-checks its
+// own internal listener, where Envoy's health_check filter answers from
+// the backend cluster's host health without reaching the provider: 503
+// once fewer than hopMinHealthyPercent of the backend's hosts are healthy
+// (HealthCheckFilter::onComplete in
+// source/extensions/filters/http/health_check/health_check.cc compares
+// the cluster's membership_healthy + membership_degraded with its
+// membership_total; an outlier-ejected or health-check-failed host is not
+// healthy). The probe stays inside the Envoy, so it runs every second,
+// with or without traffic.
+const (
+	hopProbePath         = "/.tollgate/hop-health"
+	hopProbeHeader       = "x-tollgate-hop-probe"
+	hopProbeInterval     = time.Second
+	hopMinHealthyPercent = 1
+)
+
+// hopHealthCheck probes a hop's internal listener.
+func hopHealthCheck(b *model.BackendConfig) *corev3.HealthCheck {
+	return &corev3.HealthCheck{
+		Timeout:            durationpb.New(hopProbeInterval),
+		Interval:           durationpb.New(hopProbeInterval),
+		NoTrafficInterval:  durationpb.New(hopProbeInterval),
+		UnhealthyThreshold: wrapperspb.UInt32(1),
+		HealthyThreshold:   wrapperspb.UInt32(1),
+		HealthChecker: &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: &corev3.HealthCheck_HttpHealthCheck{
+			Host:            HopName(b),
+			Path:            hopProbePath,
+			CodecClientType: typev3.CodecClientType_HTTP2,
+			RequestHeadersToAdd: []*corev3.HeaderValueOption{{
+				Header:       &corev3.HeaderValue{Key: hopProbeHeader, Value: "1"},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}},
+		}},
+	}
+}
+
+// hopHealthFilter answers a hop's probes from its backend's host health,
+// ahead of the router; every other request passes on.
+func hopHealthFilter(b *model.BackendConfig) (*hcmv3.HttpFilter, error) {
+	cfg, err := toAny(&healthcheckv3.HealthCheck{
+		PassThroughMode: wrapperspb.Bool(false),
+		Headers: []*routev3.HeaderMatcher{
+			{Name: ":path", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact(hopProbePath)}},
+			{Name: hopProbeHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+		},
+		ClusterMinHealthyPercentages: map[string]*typev3.Percent{ClusterName(b): {Value: hopMinHealthyPercent}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &hcmv3.HttpFilter{Name: wellknown.HealthCheck, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg}}, nil
+}
+
+// hopCircuitBreakers lifts the hop's own limits out of the way. Envoy's
+// defaults (1024 connections, pending and active requests) would cap a
+// backend whose EgressPolicy or QoSController allows more; and a hop that
+// overflows fails the request at the outer router, where an overflow is
+// never retried (RetryStateImpl::wouldRetryFromReset returns NoRetry for
+// StreamResetReason::Overflow). The backend's own limits apply one step
+// further, on its cluster, where an overflow is a refusal the hop marks
+// and the outer route moves on to the next backend.
+func hopCircuitBreakers() *clusterv3.CircuitBreakers {
+	unlimited := wrapperspb.UInt32(math.MaxUint32)
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		Priority:           corev3.RoutingPriority_DEFAULT,
+		MaxConnections:     unlimited,
+		MaxPendingRequests: unlimited,
+		MaxRequests:        unlimited,
+	}}}
 }
 
 // HopListener is the internal listener behind a backend's hop: one route to
@@ -90,17 +235,33 @@ func HopListener(b *model.BackendConfig) (*listenerv3.Listener, error) {
 	action := &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(b)},
 		Timeout:          durationpb.New(0),
+		RetryPolicy:      hopRetryPolicy(),
 	}
 	if b.Hostname != "" {
 		action.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: b.Hostname}
 	}
-	var mappers []*hcmv3.ResponseMapper
-	mappers = append(mappers, &hcmv3.ResponseMapper{
+	// The first mapper whose filter matches applies
+	// (LocalReplyImpl::rewrite in source/common/local_reply/local_reply.cc):
+	// a refusal is a refusal even when a later flag is set too.
+	mappers := []*hcmv3.ResponseMapper{{
+		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
+			ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: hopRefusalFlags},
+		}},
+		StatusCode: wrapperspb.UInt32(503),
+		HeadersToAdd: []*corev3.HeaderValueOption{{
+			Header:       &corev3.HeaderValue{Key: RefusalHeader, Value: "1"},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}},
+	}, {
 		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
 			ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: hopLocalReplyFlags},
 		}},
 		StatusCode: wrapperspb.UInt32(502),
-	})
+	}}
+	probe, err := hopHealthFilter(b)
+	if err != nil {
+		return nil, err
+	}
 	hcm, err := toAny(&hcmv3.HttpConnectionManager{
 		StatPrefix: HopName(b),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -116,7 +277,7 @@ func HopListener(b *model.BackendConfig) (*listenerv3.Listener, error) {
 				}},
 			}},
 		}},
-		HttpFilters:      []*hcmv3.HttpFilter{routerFilter()},
+		HttpFilters:      []*hcmv3.HttpFilter{probe, routerFilter()},
 		LocalReplyConfig: &hcmv3.LocalReplyConfig{Mappers: mappers},
 		// The outer gateway already normalised the request; keep it as is.
 		StripPortMode: &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},

@@ -148,19 +148,24 @@ func HealthCheck(b *model.BackendConfig) *corev3.HealthCheck {
 	for _, code := range h.ExpectedStatuses {
 		http.ExpectedStatuses = append(http.ExpectedStatuses, &typev3.Int64Range{Start: int64(code), End: int64(code) + 1})
 	}
-	switch b.Protocol {
-	case model.ProtocolAuto:
-		http.UseAlpnProtocol = true
-	case model.ProtocolHTTP2:
-		http.CodecClientType = typev3.CodecClientType_HTTP2
-	}
-	return &corev3.HealthCheck{
+	hc := &corev3.HealthCheck{
 		Timeout:            durationpb.New(h.Timeout),
 		Interval:           durationpb.New(h.Interval),
 		UnhealthyThreshold: wrapperspb.UInt32(h.UnhealthyThreshold),
 		HealthyThreshold:   wrapperspb.UInt32(h.HealthyThreshold),
 		HealthChecker:      &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: http},
 	}
+	switch b.Protocol {
+	case model.ProtocolAuto:
+		// The probe speaks HTTP/1.1 and offers only http/1.1 in ALPN, which
+		// every auto backend accepts. (HttpHealthCheck.use_alpn_protocol
+		// would follow the negotiated protocol, but only Envoy 1.40 knows
+		// it.)
+		hc.TlsOptions = &corev3.HealthCheck_TlsOptions{AlpnProtocols: []string{"http/1.1"}}
+	case model.ProtocolHTTP2:
+		http.CodecClientType = typev3.CodecClientType_HTTP2
+	}
+	return hc
 }
 
 // healthCheckHost is the Host of a probe: the backend's hostname, or for a

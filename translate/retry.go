@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -26,20 +27,31 @@ import (
 const (
 	DefaultNumRetries   = 2
 	DefaultBaseInterval = 250 * time.Millisecond
+	// DefaultBufferLimit is how much of a request body Envoy keeps for a
+	// retry or fail-over by default. Envoy's own default is the listener's
+	// 1 MiB connection buffer, which long-context and image prompts
+	// exceed; Anthropic documents 32 MB as its largest request.
+	DefaultBufferLimit = 32 << 20
 	// DefaultMaxRetryAfter is the longest Retry-After honoured; a provider
 	// asking for more gets no retry and the client sees its answer.
 	DefaultMaxRetryAfter = 60 * time.Second
 )
 
-// DefaultRetriableStatusCodes are the provider refusals retried.
-var DefaultRetriableStatusCodes = []uint32{429, 503}
+// DefaultRetriableStatusCodes are the provider answers retried by default.
+// A 429 is a refusal: the provider did not run the request. A provider's
+// 503 is not retried unless a policy lists it: some providers answer 503
+// for an overloaded model after they accepted, and maybe ran, the request.
+// Envoy's own 503s (no healthy host, a full circuit breaker, a failed
+// connection) are told apart: behind a hop they carry RefusalHeader.
+var DefaultRetriableStatusCodes = []uint32{429}
 
 // EffectiveRetry merges the route's settings over the gateway's over
 // tollgate's defaults, field by field.
 func EffectiveRetry(g *model.GatewayConfig, r *model.RouteConfig) model.RetrySettings {
 	n := uint32(DefaultNumRetries)
-	base, honor := DefaultBaseInterval, true
+	base, honor, buffer := DefaultBaseInterval, true, uint64(DefaultBufferLimit)
 	eff := model.RetrySettings{
+		BufferLimit:          &buffer,
 		NumRetries:           &n,
 		RetryOn:              model.SafeRetryOn,
 		RetriableStatusCodes: DefaultRetriableStatusCodes,
@@ -73,6 +85,9 @@ func EffectiveRetry(g *model.GatewayConfig, r *model.RouteConfig) model.RetrySet
 		if s.HonorRetryAfter != nil {
 			eff.HonorRetryAfter = s.HonorRetryAfter
 		}
+		if s.BufferLimit != nil {
+			eff.BufferLimit = s.BufferLimit
+		}
 		eff.Policy = s.Policy
 	}
 	return eff
@@ -80,13 +95,22 @@ func EffectiveRetry(g *model.GatewayConfig, r *model.RouteConfig) model.RetrySet
 
 // RetryPolicy is the Envoy retry policy of a route; nil when retries are
 // off. With fail-over, a retry goes to another priority (the next backend in
-// the aggregate) and to another host.
-func RetryPolicy(s model.RetrySettings, failover bool) *routev3.RetryPolicy {
+// the aggregate) and to another host, and Retry-After is not honoured: it is
+// the refusing provider's wish, and the retry goes elsewhere. Envoy cannot
+// wait for one provider and not another: RetryStateImpl::shouldRetryHeaders
+// (source/common/router/retry_state_impl.cc) arms the rate-limited back-off
+// from the response before the retry picks its host. With hops, Envoy's own
+// refusals behind a hop (RefusalHeader) are retried too.
+func RetryPolicy(s model.RetrySettings, failover, hops bool) *routev3.RetryPolicy {
 	if s.NumRetries == nil || *s.NumRetries == 0 {
 		return nil
 	}
+	retryOn := s.RetryOn
+	if hops {
+		retryOn = append(slices.Clip(retryOn), "retriable-headers")
+	}
 	rp := &routev3.RetryPolicy{
-		RetryOn:                       strings.Join(s.RetryOn, ","),
+		RetryOn:                       strings.Join(retryOn, ","),
 		NumRetries:                    wrapperspb.UInt32(*s.NumRetries),
 		RetriableStatusCodes:          s.RetriableStatusCodes,
 		HostSelectionRetryMaxAttempts: 3,
@@ -102,7 +126,10 @@ func RetryPolicy(s model.RetrySettings, failover bool) *routev3.RetryPolicy {
 		}
 		rp.RetryBackOff = bo
 	}
-	if s.HonorRetryAfter != nil && *s.HonorRetryAfter {
+	if hops {
+		rp.RetriableHeaders = []*routev3.HeaderMatcher{refusalMatcher()}
+	}
+	if s.HonorRetryAfter != nil && *s.HonorRetryAfter && !failover {
 		rp.RateLimitedRetryBackOff = &routev3.RetryPolicy_RateLimitedRetryBackOff{
 			ResetHeaders: []*routev3.RetryPolicy_ResetHeader{{Name: "retry-after", Format: routev3.RetryPolicy_SECONDS}},
 			MaxInterval:  durationpb.New(DefaultMaxRetryAfter),

@@ -38,6 +38,12 @@ func TestNoRetryCanDuplicateInference(t *testing.T) {
 						checked++
 						var unsafe []string
 						for _, cond := range strings.Split(rp.GetRetryOn(), ",") {
+							if cond == "retriable-headers" {
+								// Safe only as the mark of a hop's own refusals.
+								require.Len(t, rp.GetRetriableHeaders(), 1, "%s: route %s", name, r.GetName())
+								require.Equal(t, translate.RefusalHeader, rp.GetRetriableHeaders()[0].GetName(), "%s: route %s", name, r.GetName())
+								continue
+							}
 							if !slices.Contains(model.SafeRetryOn, cond) {
 								unsafe = append(unsafe, cond)
 							}
@@ -66,12 +72,30 @@ func TestNoRetryCanDuplicateInference(t *testing.T) {
 }
 
 // TestDefaultRetryPolicyIsSafe pins the default: only conditions under
-// which nothing reached the provider, or it refused.
+// which nothing reached the provider, or it refused (429); a provider's 503
+// may come after it ran the request and is not retried by default.
 func TestDefaultRetryPolicyIsSafe(t *testing.T) {
-	rp := translate.RetryPolicy(translate.EffectiveRetry(&model.GatewayConfig{}, &model.RouteConfig{}), true)
-	require.Equal(t, "connect-failure,refused-stream,reset-before-request,retriable-status-codes", rp.GetRetryOn())
-	require.Equal(t, []uint32{429, 503}, rp.GetRetriableStatusCodes())
-	require.Nil(t, rp.GetPerTryTimeout(), "a per-try timeout would end an attempt that may be generating")
-	require.Equal(t, "retry-after", rp.GetRateLimitedRetryBackOff().GetResetHeaders()[0].GetName())
-	require.Equal(t, "envoy.retry_priorities.previous_priorities", rp.GetRetryPriority().GetName())
+	eff := translate.EffectiveRetry(&model.GatewayConfig{}, &model.RouteConfig{})
+	single := translate.RetryPolicy(eff, false, false)
+	require.Equal(t, "connect-failure,refused-stream,reset-before-request,retriable-status-codes", single.GetRetryOn())
+	require.Equal(t, []uint32{429}, single.GetRetriableStatusCodes())
+	require.Nil(t, single.GetPerTryTimeout(), "a per-try timeout would end an attempt that may be generating")
+	require.Equal(t, "retry-after", single.GetRateLimitedRetryBackOff().GetResetHeaders()[0].GetName())
+	require.Nil(t, single.GetRetryPriority())
+	require.Empty(t, single.GetRetriableHeaders())
+
+	// With fail-over the retry goes to another backend: it does not wait
+	// for the refusing provider's Retry-After.
+	failover := translate.RetryPolicy(eff, true, false)
+	require.Equal(t, single.GetRetryOn(), failover.GetRetryOn())
+	require.Nil(t, failover.GetRateLimitedRetryBackOff(), "a fail-over would wait for the refusing provider's Retry-After")
+	require.Equal(t, "envoy.retry_priorities.previous_priorities", failover.GetRetryPriority().GetName())
+
+	// Through hops, Envoy's own refusals behind the hop are retried too,
+	// recognised by the mark the hop puts on them, and nothing else.
+	hops := translate.RetryPolicy(eff, true, true)
+	require.Equal(t, "connect-failure,refused-stream,reset-before-request,retriable-status-codes,retriable-headers", hops.GetRetryOn())
+	require.Len(t, hops.GetRetriableHeaders(), 1)
+	require.Equal(t, translate.RefusalHeader, hops.GetRetriableHeaders()[0].GetName())
+	require.Equal(t, model.SafeRetryOn, eff.RetryOn, "RetryPolicy must not change the settings it reads")
 }

@@ -145,12 +145,42 @@ func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig,
 		Name:  RouteName(r, rule, matchIndex),
 		Match: RouteMatch(m),
 	}
-	if ServedBackends(rule) != nil {
+	if served := ServedBackends(rule); served != nil {
 		route.Action = &routev3.Route_Route{Route: RouteAction(g, r, rule)}
+		// The router keeps the body for a retry only up to this limit, then
+		// gives retries up (Filter::decodeData in
+		// source/common/router/router.cc, retry_or_shadow_abandoned); the
+		// SigV4 signer reads the whole body within it too.
+		route.RequestBodyBufferLimit = wrapperspb.UInt64(*EffectiveRetry(g, r).BufferLimit)
+		route.RequestHeadersToRemove = stripCredentialsAtRoute(served)
+		if anyHop(Targets(rule)) {
+			// Only this gateway's retries may read the mark of its hops'
+			// refusals (RetryStateImpl::shouldRetryHeaders runs before
+			// Filter::onUpstreamHeaders finalizes the response headers in
+			// source/common/router/router.cc).
+			route.ResponseHeadersToRemove = []string{RefusalHeader}
+		}
 	} else {
 		route.Action = &routev3.Route_DirectResponse{DirectResponse: UnavailableResponse(rule)}
 	}
 	return route, restrictSources(route, rule)
+}
+
+// stripCredentialsAtRoute lists the workload credential headers a route
+// removes itself when every backend it can reach injects its own
+// credential. The backends' upstream filters already remove them per
+// attempt; this second removal makes the route fail closed on a proxy that
+// ignores upstream HTTP filters (an older or Envoy-compatible one): the
+// provider then gets no key and answers 401, rather than getting the
+// workload's. A rule that also reaches a backend without a credential keeps
+// the headers, which that backend may need.
+func stripCredentialsAtRoute(served []model.WeightedBackend) []string {
+	for _, wb := range served {
+		if wb.Backend.Credential == nil {
+			return nil
+		}
+	}
+	return model.WorkloadCredentialHeaders
 }
 
 // restrictSources adds the rule's source restriction (EgressPolicy
@@ -229,9 +259,10 @@ func regex(s string) *matcherv3.RegexMatcher {
 // keeps its own Host header.
 func RouteAction(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig) *routev3.RouteAction {
 	targets := Targets(rule)
+	failover := len(targets) > 0 && targets[0].aggregate()
 	ra := &routev3.RouteAction{
 		Timeout:     durationpb.New(rule.Timeout),
-		RetryPolicy: RetryPolicy(EffectiveRetry(g, r), len(targets) > 0 && targets[0].aggregate()),
+		RetryPolicy: RetryPolicy(EffectiveRetry(g, r), failover, failover && anyHop(targets)),
 	}
 	if rule.StreamIdleTimeout != nil {
 		ra.IdleTimeout = durationpb.New(*rule.StreamIdleTimeout)

@@ -160,6 +160,12 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 	for _, c := range gr.Clusters {
 		if failoverMembers[c.Name] {
 			noPanic(c)
+			wholePriority(c.LoadAssignment)
+		}
+	}
+	for _, cla := range gr.Endpoints {
+		if failoverMembers[cla.ClusterName] {
+			wholePriority(cla)
 		}
 	}
 	sort.Slice(gr.Listeners, func(i, j int) bool { return gr.Listeners[i].Name < gr.Listeners[j].Name })

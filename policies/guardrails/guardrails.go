@@ -49,7 +49,9 @@ type Backoff struct {
 	// refused-stream, reset-before-request, and the status codes in
 	// statusCodes. Default: all safe ones.
 	RetryOn []string `yaml:"retryOn,omitempty"`
-	// StatusCodes are provider refusals retried (default 429 and 503).
+	// StatusCodes are provider answers retried (default 429). A provider may
+	// answer 503 after it ran the request; list 503 only for providers that
+	// never do.
 	StatusCodes []uint32 `yaml:"statusCodes,omitempty"`
 	// BaseInterval and MaxInterval shape the exponential back-off
 	// (default 250ms and 10× base).
@@ -61,6 +63,11 @@ type Backoff struct {
 	// PerTryTimeout bounds each attempt. With safe retries a timed-out
 	// attempt ends the request, since the provider may still be generating.
 	PerTryTimeout *model.Duration `yaml:"perTryTimeout,omitempty"`
+	// BufferLimit is how much of a request body each Envoy keeps so that
+	// it can send the request again on a retry or fail-over (default 32Mi).
+	// A larger body is sent once, to its first backend: it is neither
+	// retried nor failed over.
+	BufferLimit *model.ByteSize `yaml:"bufferLimit,omitempty"`
 	// AllowUnsafeRetries permits 5xx, gateway-error, reset and
 	// retriable-4xx in retryOn: conditions under which the provider may
 	// already be running the request, so a retry can duplicate (and bill)
@@ -107,6 +114,9 @@ func (p *GuardRailsPolicy) Validate(v *model.Validator) {
 	} else if b.BaseInterval != nil && b.MaxInterval != nil && b.MaxInterval.Duration < b.BaseInterval.Duration {
 		v.Errorf("spec.backoff.maxInterval", "%s must not be shorter than baseInterval (%s)", b.MaxInterval.Duration, b.BaseInterval.Duration)
 	}
+	if l := b.BufferLimit; l != nil && (l.Bytes < model.MinRetryBufferLimit || l.Bytes > model.MaxRetryBufferLimit) {
+		v.Errorf("spec.backoff.bufferLimit", "%s must be from %s to %s: every Envoy may hold this much per request in flight", l, model.ByteSize{Bytes: model.MinRetryBufferLimit}, model.ByteSize{Bytes: model.MaxRetryBufferLimit})
+	}
 	if b.PerTryTimeout != nil && b.PerTryTimeout.Duration <= 0 {
 		v.Errorf("spec.backoff.perTryTimeout", "must be positive")
 	}
@@ -124,6 +134,7 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 		MaxInterval:          b.MaxInterval.Ptr(),
 		PerTryTimeout:        b.PerTryTimeout.Ptr(),
 		HonorRetryAfter:      b.HonorRetryAfter,
+		BufferLimit:          b.BufferLimit.Ptr(),
 		AllowUnsafe:          b.AllowUnsafeRetries,
 	}
 	switch target.Kind {
