@@ -57,7 +57,7 @@ func validateDir(t testing.TB, dir string) Violations {
 		objs = append(objs, o...)
 		all = append(all, vs...)
 	}
-	cfg, vs := BuildConfig(objs, Settings{})
+	cfg, vs := BuildConfigWithInvalid(objs, Settings{}, all.InvalidObjects())
 	require.Equal(t, len(vs) == 0, cfg != nil)
 	all = append(all, vs...)
 	all.Sort()

@@ -57,12 +57,13 @@ func (h *ParentHop) HasHostname() bool {
 
 // resolveParents links every Parent-mode gateway to its parent and reports
 // what would keep the chain from working. Routes must be attached already.
-func resolveParents(list []*GatewayConfig, gateways map[Ref]*GatewayConfig, errs *Violations) {
+func (c *Config) resolveParents(gateways map[Ref]*GatewayConfig, errs *Violations) {
+	list := c.Gateways
 	for _, g := range list {
 		if g.Gateway.Spec.Mode != ModeParent || g.Gateway.Spec.ParentRef == nil {
 			continue
 		}
-		if hop := resolveHop(g, gateways, NewValidator(g.Gateway, errs)); hop != nil {
+		if hop := c.resolveHop(g, gateways, NewValidator(g.Gateway, errs)); hop != nil {
 			g.Parent = hop
 			hop.Gateway.Children = append(hop.Gateway.Children, g.Ref)
 		}
@@ -90,12 +91,12 @@ func resolveParents(list []*GatewayConfig, gateways map[Ref]*GatewayConfig, errs
 
 // resolveHop finds the parent, its listener and addresses, or reports why
 // it cannot.
-func resolveHop(g *GatewayConfig, gateways map[Ref]*GatewayConfig, v *Validator) *ParentHop {
+func (c *Config) resolveHop(g *GatewayConfig, gateways map[Ref]*GatewayConfig, v *Validator) *ParentHop {
 	pr := g.Gateway.Spec.ParentRef
 	ref := LocalRef{Name: pr.Name, Namespace: pr.Namespace}.Resolve(KindGateway, g.Ref.Namespace)
 	parent, found := gateways[ref]
 	if !found {
-		v.Errorf("spec.parentRef.name", "%s does not exist", ref)
+		c.missing(v, "spec.parentRef.name", ref)
 		return nil
 	}
 	hop := &ParentHop{Gateway: parent, Addresses: parent.Gateway.Spec.Addresses}

@@ -95,7 +95,12 @@ func Lower(cfg *model.Config, in Inputs) model.Violations {
 				}
 				target := t.Ref(pref.Namespace)
 				if !idx.Exists(target) {
-					v.Errorf(path+".name", "%s does not exist", target)
+					// A target that exists but is invalid has its own
+					// violations; saying "does not exist" here would only
+					// hide the root cause.
+					if !cfg.Invalid[target] {
+						v.Errorf(path+".name", "%s does not exist", target)
+					}
 					continue
 				}
 				if winner, taken := claimed[target]; taken {

@@ -177,7 +177,7 @@ func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations) (*model.Confi
 	if err != nil {
 		return nil, err
 	}
-	cfg, violations := model.BuildConfig(all, s.opts.Settings)
+	cfg, violations := model.BuildConfigWithInvalid(all, s.opts.Settings, decodeErrs.InvalidObjects())
 	keys := policies.MaterialKeys(all)
 	s.materialFiles = s.materialFiles[:0]
 	for _, k := range keys {
