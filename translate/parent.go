@@ -90,6 +90,8 @@ func ChildRoute(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleCo
 			Header:       &corev3.HeaderValue{Key: ForwardedRouteHeader, Value: ForwardedRouteValue(r)},
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}},
+		// A large prompt can still be retried on another parent Envoy.
+		RequestBodyBufferLimit: wrapperspb.UInt64(DefaultBufferLimit),
 	}
 	return route, restrictSources(route, rule)
 }

@@ -1,0 +1,333 @@
+package translate_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
+	healthcheckv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tollgate-dev/tollgate/model"
+	"github.com/tollgate-dev/tollgate/translate"
+)
+
+// failoverCounts counts what TestFailoverHoldsInEnvoy checked, so that it
+// fails rather than pass with nothing to check.
+type failoverCounts struct {
+	aggregates, hops, members, failoverRoutes, hopRoutes, routes, strippedRoutes, healthChecks int
+}
+
+// TestFailoverHoldsInEnvoy checks, on every golden case and example, the
+// config properties that make the README's fail-over and retry promises
+// hold in Envoy's code (see the comments in failover.go, hop.go and
+// retry.go for the Envoy functions each one rests on).
+func TestFailoverHoldsInEnvoy(t *testing.T) {
+	var n failoverCounts
+	examples := map[string]bool{}
+	for name, cfg := range credentialSources(t) {
+		out, err := translate.Translate(cfg)
+		require.NoError(t, err, name)
+		backends := map[string]*model.BackendConfig{}
+		for _, b := range cfg.Backends {
+			backends[translate.ClusterName(b)] = b
+		}
+		for _, gr := range out.Gateways {
+			clusters := map[string]*clusterv3.Cluster{}
+			for _, c := range gr.Clusters {
+				clusters[c.GetName()] = c
+			}
+			listeners := map[string]*listenerv3.Listener{}
+			for _, l := range gr.Listeners {
+				listeners[l.GetName()] = l
+			}
+			endpoints := map[string]*endpointv3.ClusterLoadAssignment{}
+			for _, e := range gr.Endpoints {
+				endpoints[e.GetClusterName()] = e
+			}
+			before := n.aggregates
+			for _, c := range gr.Clusters {
+				checkNoNewerHealthCheckFields(t, name, c, &n)
+				agg := aggregateMembers(t, c)
+				if agg == nil {
+					continue
+				}
+				n.aggregates++
+				checkAggregate(t, name, c, agg, clusters, listeners, endpoints, backends, &n)
+			}
+			if n.aggregates > before {
+				examples[name] = true
+			}
+			for _, rc := range gr.Routes {
+				for _, vh := range rc.GetVirtualHosts() {
+					for _, r := range vh.GetRoutes() {
+						checkRoute(t, name, r, gr.Listeners, clusters, backends, &n)
+					}
+				}
+			}
+		}
+	}
+	for _, ex := range []string{"../examples/03-cloud-failover", "../examples/11-local-to-cloud-failover", "testdata/in/failover.yaml", "testdata/in/failover-credentials.yaml"} {
+		require.True(t, examples[ex], "%s has no fail-over aggregate to check", ex)
+	}
+	require.NotZero(t, n.aggregates)
+	require.NotZero(t, n.hops)
+	require.NotZero(t, n.members)
+	require.NotZero(t, n.failoverRoutes)
+	require.NotZero(t, n.hopRoutes)
+	require.NotZero(t, n.routes)
+	require.NotZero(t, n.strippedRoutes)
+	require.NotZero(t, n.healthChecks)
+	t.Logf("checked %+v", n)
+}
+
+// aggregateMembers returns the member clusters of an aggregate, or nil.
+func aggregateMembers(t *testing.T, c *clusterv3.Cluster) []string {
+	cfg := &aggregatev3.ClusterConfig{}
+	tc := c.GetClusterType().GetTypedConfig()
+	if tc == nil || !tc.MessageIs(cfg) {
+		return nil
+	}
+	require.NoError(t, tc.UnmarshalTo(cfg))
+	return cfg.GetClusters()
+}
+
+func checkAggregate(t *testing.T, name string, c *clusterv3.Cluster, members []string, clusters map[string]*clusterv3.Cluster,
+	listeners map[string]*listenerv3.Listener, endpoints map[string]*endpointv3.ClusterLoadAssignment, backends map[string]*model.BackendConfig, n *failoverCounts) {
+	t.Helper()
+	where := name + ": " + c.GetName()
+	// (c) Envoy reads retry limits from the route's cluster, the aggregate:
+	// never Envoy's default of 3.
+	th := c.GetCircuitBreakers().GetThresholds()
+	require.Len(t, th, 1, where)
+	require.NotNil(t, th[0].GetMaxRetries(), "%s: the aggregate must set max_retries (Envoy's default is 3 concurrent retries)", where)
+	primary := backendOf(t, where, members[0], clusters, listeners, backends)
+	require.Equal(t, translate.AggregateMaxRetries(primary), th[0].GetMaxRetries().GetValue(), where)
+	require.Nil(t, th[0].GetRetryBudget(), "%s: a retry budget on an aggregate counts the aggregate's own requests, which are none", where)
+	require.Zero(t, c.GetCommonLbConfig().GetHealthyPanicThreshold().GetValue(), where)
+	for _, m := range members {
+		n.members++
+		mc := clusters[m]
+		require.NotNil(t, mc, "%s: member %s", where, m)
+		require.NotNil(t, mc.GetCommonLbConfig().GetHealthyPanicThreshold(), "%s: member %s must have panic mode off", where, m)
+		require.Zero(t, mc.GetCommonLbConfig().GetHealthyPanicThreshold().GetValue(), "%s: member %s", where, m)
+		if internal := internalListener(mc); internal != "" {
+			checkHop(t, where, mc, listeners[internal], clusters, endpoints, n)
+			continue
+		}
+		// (d) A member's priority stays whole while any host is healthy.
+		requireWholePriority(t, where+" member "+m, mc, endpoints)
+		// A member reached directly has no upstream filters: they would
+		// not run behind the aggregate (envoyproxy/envoy#29318).
+		require.Empty(t, upstreamFilters(t, mc), "%s: member %s has upstream filters but is not reached through a hop", where, m)
+	}
+}
+
+func checkHop(t *testing.T, where string, hop *clusterv3.Cluster, l *listenerv3.Listener, clusters map[string]*clusterv3.Cluster,
+	endpoints map[string]*endpointv3.ClusterLoadAssignment, n *failoverCounts) {
+	t.Helper()
+	n.hops++
+	where += " hop " + hop.GetName()
+	require.NotNil(t, l, "%s: no internal listener", where)
+	hcm := &hcmv3.HttpConnectionManager{}
+	require.NoError(t, l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm))
+	routes := hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()
+	require.Len(t, routes, 1, where)
+	backendCluster := routes[0].GetRoute().GetCluster()
+	backend := clusters[backendCluster]
+	require.NotNil(t, backend, where)
+	requireWholePriority(t, where+" backend "+backendCluster, backend, endpoints)
+
+	// (a) The hop retries what only it can still tell reached no provider.
+	rp := routes[0].GetRoute().GetRetryPolicy()
+	require.Equal(t, "reset-before-request,refused-stream", rp.GetRetryOn(), where)
+	require.Empty(t, rp.GetRetriableStatusCodes(), where)
+	// (a, g) Envoy's own refusals keep 503 and are marked; failures after
+	// the request was sent, and overload resets, become 502.
+	mappers := hcm.GetLocalReplyConfig().GetMappers()
+	require.Len(t, mappers, 2, where)
+	refusal, after := mappers[0], mappers[1]
+	require.Subset(t, refusal.GetFilter().GetResponseFlagFilter().GetFlags(), []string{"UH", "UO", "UF"}, where)
+	require.Equal(t, uint32(503), refusal.GetStatusCode().GetValue(), where)
+	require.Len(t, refusal.GetHeadersToAdd(), 1, where)
+	require.Equal(t, translate.RefusalHeader, refusal.GetHeadersToAdd()[0].GetHeader().GetKey(), where)
+	require.Subset(t, after.GetFilter().GetResponseFlagFilter().GetFlags(), []string{"UR", "UC", "LR", "UPE", "OM"}, where)
+	require.Equal(t, uint32(502), after.GetStatusCode().GetValue(), where)
+	for _, f := range after.GetFilter().GetResponseFlagFilter().GetFlags() {
+		require.NotContains(t, refusal.GetFilter().GetResponseFlagFilter().GetFlags(), f, "%s: %s is both a refusal and an after-send failure", where, f)
+	}
+	// (g) A provider's answer never carries the mark: the backend's own
+	// upstream filters remove it.
+	removesMark := false
+	for _, f := range upstreamFilters(t, backend) {
+		hm := &headermutationv3.HeaderMutation{}
+		if f.GetTypedConfig().MessageIs(hm) {
+			require.NoError(t, f.GetTypedConfig().UnmarshalTo(hm))
+			for _, m := range hm.GetMutations().GetResponseMutations() {
+				removesMark = removesMark || m.GetRemove() == translate.RefusalHeader
+			}
+		}
+	}
+	require.True(t, removesMark, "%s: backend %s could forge %s", where, backendCluster, translate.RefusalHeader)
+
+	// (b) The hop shows the backend's health: it probes its own listener,
+	// whose health_check filter answers from the backend cluster.
+	hcs := hop.GetHealthChecks()
+	require.Len(t, hcs, 1, "%s: a hop without a health check is always healthy to the aggregate", where)
+	n.healthChecks++
+	path := hcs[0].GetHttpHealthCheck().GetPath()
+	var probe *healthcheckv3.HealthCheck
+	for _, f := range hcm.GetHttpFilters() {
+		hc := &healthcheckv3.HealthCheck{}
+		if f.GetTypedConfig().MessageIs(hc) {
+			require.NoError(t, f.GetTypedConfig().UnmarshalTo(hc))
+			probe = hc
+		}
+	}
+	require.NotNil(t, probe, "%s: the internal listener does not answer probes", where)
+	require.False(t, probe.GetPassThroughMode().GetValue(), "%s: in pass-through mode the probe would reach the provider", where)
+	require.Contains(t, probe.GetClusterMinHealthyPercentages(), backendCluster, where)
+	require.GreaterOrEqual(t, probe.GetClusterMinHealthyPercentages()[backendCluster].GetValue(), 1.0, "%s: Envoy truncates the percentage to a whole number; below 1 it never fails", where)
+	matchesPath := false
+	for _, h := range probe.GetHeaders() {
+		matchesPath = matchesPath || (h.GetName() == ":path" && h.GetStringMatch().GetExact() == path)
+	}
+	require.True(t, matchesPath, "%s: the probe of %s is not answered by the health_check filter", where, path)
+	require.Equal(t, hcs[0].GetInterval().AsDuration(), hcs[0].GetNoTrafficInterval().AsDuration(), "%s: a standby's hop must be probed as often as a busy one", where)
+
+	// (c) The hop imposes no limit of its own below the backend's.
+	th := hop.GetCircuitBreakers().GetThresholds()
+	require.Len(t, th, 1, where)
+	for _, lim := range [][2]uint32{
+		{th[0].GetMaxRequests().GetValue(), limit(backend, func(t *clusterv3.CircuitBreakers_Thresholds) uint32 { return t.GetMaxRequests().GetValue() })},
+		{th[0].GetMaxConnections().GetValue(), limit(backend, func(t *clusterv3.CircuitBreakers_Thresholds) uint32 { return t.GetMaxConnections().GetValue() })},
+		{th[0].GetMaxPendingRequests().GetValue(), limit(backend, func(t *clusterv3.CircuitBreakers_Thresholds) uint32 { return t.GetMaxPendingRequests().GetValue() })},
+	} {
+		require.Greater(t, lim[0], lim[1], "%s: the hop's limit would overflow before the backend's (an overflow at the hop is never retried)", where)
+	}
+}
+
+// limit is a backend cluster's limit, or Envoy's default of 1024.
+func limit(c *clusterv3.Cluster, get func(*clusterv3.CircuitBreakers_Thresholds) uint32) uint32 {
+	for _, th := range c.GetCircuitBreakers().GetThresholds() {
+		if v := get(th); v != 0 {
+			return v
+		}
+	}
+	return 1024
+}
+
+// requireWholePriority checks (d): the cluster's endpoints, inline or over
+// EDS, carry the overprovisioning factor that keeps a priority whole.
+func requireWholePriority(t *testing.T, where string, c *clusterv3.Cluster, endpoints map[string]*endpointv3.ClusterLoadAssignment) {
+	t.Helper()
+	cla := c.GetLoadAssignment()
+	if cla == nil {
+		cla = endpoints[c.GetEdsClusterConfig().GetServiceName()]
+	}
+	require.NotNil(t, cla, "%s: no endpoints", where)
+	require.GreaterOrEqual(t, cla.GetPolicy().GetOverprovisioningFactor().GetValue(), uint32(100*len(cla.GetEndpoints()[0].GetLbEndpoints())),
+		"%s: with Envoy's default overprovisioning factor (140) traffic spills to the next priority while hosts are healthy", where)
+}
+
+func checkRoute(t *testing.T, name string, r *routev3.Route, listeners []*listenerv3.Listener, clusters map[string]*clusterv3.Cluster, backends map[string]*model.BackendConfig, n *failoverCounts) {
+	t.Helper()
+	ra := r.GetRoute()
+	if ra == nil {
+		return
+	}
+	where := name + ": " + r.GetName()
+	n.routes++
+	// (f) Bodies larger than Envoy's default 1 MiB still fail over.
+	require.GreaterOrEqual(t, r.GetRequestBodyBufferLimit().GetValue(), uint64(1<<20), "%s: retries give up on bodies over the buffer limit", where)
+	rp := ra.GetRetryPolicy()
+	names := routeClusters(r)
+	failover := false
+	for _, c := range names {
+		failover = failover || aggregateMembers(t, clusters[c]) != nil
+	}
+	if failover {
+		n.failoverRoutes++
+		// (e) A fail-over does not wait for the refusing provider.
+		require.Nil(t, rp.GetRateLimitedRetryBackOff(), "%s: a retry to another provider would wait for the first one's Retry-After", where)
+	}
+	hops := strings.Contains(rp.GetRetryOn(), "retriable-headers")
+	if hops {
+		n.hopRoutes++
+		require.True(t, failover, where)
+		// (g) The mark of a hop's refusal never leaves the gateway.
+		require.Contains(t, r.GetResponseHeadersToRemove(), translate.RefusalHeader, where)
+	}
+	// (g) A provider's 503 is retried only when a GuardRailsPolicy lists it.
+	if slices.Contains(rp.GetRetriableStatusCodes(), 503) {
+		require.NotContains(t, []string{"testdata/in/failover.yaml", "testdata/in/failover-credentials.yaml", "../examples/11-local-to-cloud-failover"}, name,
+			"%s: retries a provider's 503 by default", where)
+	}
+	// (3) Every backend credentialed: the route strips workload credentials
+	// itself, failing closed on a proxy that ignores upstream filters.
+	all := len(names) > 0
+	for _, c := range followHops(t, listeners, clusters, expandAggregates(t, clusters, names)) {
+		b := backends[c]
+		all = all && b != nil && b.Credential != nil
+	}
+	if all {
+		n.strippedRoutes++
+		require.Subset(t, r.GetRequestHeadersToRemove(), model.WorkloadCredentialHeaders, "%s: reaches only credentialed backends but passes workload credentials on", where)
+	}
+}
+
+// checkNoNewerHealthCheckFields checks (h): no health check relies on a
+// field only Envoy 1.40 knows.
+func checkNoNewerHealthCheckFields(t *testing.T, name string, c *clusterv3.Cluster, n *failoverCounts) {
+	t.Helper()
+	for _, hc := range c.GetHealthChecks() {
+		n.healthChecks++
+		require.False(t, hc.GetHttpHealthCheck().GetUseAlpnProtocol(), "%s: %s: use_alpn_protocol needs Envoy 1.40", name, c.GetName())
+	}
+}
+
+// backendOf is the model backend a member cluster (or hop) stands for.
+func backendOf(t *testing.T, where, member string, clusters map[string]*clusterv3.Cluster, listeners map[string]*listenerv3.Listener, backends map[string]*model.BackendConfig) *model.BackendConfig {
+	t.Helper()
+	names := followHops(t, mapValues(listeners), clusters, []string{member})
+	require.Len(t, names, 1, where)
+	b := backends[names[0]]
+	require.NotNil(t, b, "%s: member %s is no backend", where, member)
+	return b
+}
+
+func mapValues(m map[string]*listenerv3.Listener) []*listenerv3.Listener {
+	out := make([]*listenerv3.Listener, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+func internalListener(c *clusterv3.Cluster) string {
+	for _, le := range c.GetLoadAssignment().GetEndpoints() {
+		for _, lb := range le.GetLbEndpoints() {
+			if a := lb.GetEndpoint().GetAddress().GetEnvoyInternalAddress(); a != nil {
+				return a.GetServerListenerName()
+			}
+		}
+	}
+	return ""
+}
+
+func upstreamFilters(t *testing.T, c *clusterv3.Cluster) []*hcmv3.HttpFilter {
+	t.Helper()
+	opts := &httpv3.HttpProtocolOptions{}
+	if a := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; a != nil {
+		require.NoError(t, a.UnmarshalTo(opts))
+	}
+	return opts.GetHttpFilters()
+}
