@@ -10,8 +10,8 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
-	healthcheckv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
+	healthcheckv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/stretchr/testify/require"
@@ -146,6 +146,9 @@ func checkHop(t *testing.T, where string, hop *clusterv3.Cluster, l *listenerv3.
 	require.NotNil(t, backend, where)
 	requireWholePriority(t, where+" backend "+backendCluster, backend, endpoints)
 
+	// (f) The hop keeps large bodies too: for its own retries and for a
+	// SigV4 signer, which answers 413 above the stream's buffer limit.
+	require.GreaterOrEqual(t, routes[0].GetRequestBodyBufferLimit().GetValue(), uint64(translate.DefaultBufferLimit), where)
 	// (a) The hop retries what only it can still tell reached no provider.
 	rp := routes[0].GetRoute().GetRetryPolicy()
 	require.Equal(t, "reset-before-request,refused-stream", rp.GetRetryOn(), where)

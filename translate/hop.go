@@ -231,7 +231,12 @@ func hopCircuitBreakers() *clusterv3.CircuitBreakers {
 // HopListener is the internal listener behind a backend's hop: one route to
 // the backend's cluster with its Host, no timeout or retry of its own (the
 // outer route's apply), no access log (the outer one logs the request).
-func HopListener(b *model.BackendConfig) (*listenerv3.Listener, error) {
+//
+// The hop's route keeps as much of the body as the outer routes through it
+// (bufferLimit): for its own retries, and for a SigV4 signer among the
+// backend's upstream filters, which reads the whole body within the
+// stream's buffer limit and answers 413 above it.
+func HopListener(b *model.BackendConfig, bufferLimit uint64) (*listenerv3.Listener, error) {
 	action := &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(b)},
 		Timeout:          durationpb.New(0),
@@ -271,9 +276,10 @@ func HopListener(b *model.BackendConfig) (*listenerv3.Listener, error) {
 				Name:    HopName(b),
 				Domains: []string{"*"},
 				Routes: []*routev3.Route{{
-					Name:   HopName(b),
-					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: action},
+					Name:                   HopName(b),
+					Match:                  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action:                 &routev3.Route_Route{Route: action},
+					RequestBodyBufferLimit: wrapperspb.UInt64(bufferLimit),
 				}},
 			}},
 		}},

@@ -69,6 +69,13 @@ func Translate(cfg *model.Config) (*Output, error) {
 	return out, nil
 }
 
+// hopPlan is a hop a gateway needs, with the retry buffer of the most
+// generous route through it.
+type hopPlan struct {
+	backend *model.BackendConfig
+	buffer  uint64
+}
+
 func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResources, error) {
 	if g.Parent != nil {
 		return translateChild(cfg, g) // Parent mode: see parent.go
@@ -78,6 +85,7 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 	// Envoy of one gateway learns nothing about another gateway's backends.
 	used := map[model.Ref]*model.BackendConfig{}
 	aggregates := map[string]bool{}
+	hops := map[model.Ref]hopPlan{}
 	failoverMembers := map[string]bool{} // backend clusters behind an aggregate
 	for _, l := range g.Listeners {
 		lis, err := Listener(cfg, l)
@@ -103,20 +111,17 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 						gr.Clusters = append(gr.Clusters, c)
 						for _, b := range t.Members {
 							failoverMembers[ClusterName(b)] = true
-							if !needsHop(b) || aggregates[HopName(b)] {
-								continue
-							}
-							aggregates[HopName(b)] = true
-							hc, err := HopCluster(b)
-							if err != nil {
-								return nil, err
-							}
-							hl, err := HopListener(b)
-							if err != nil {
-								return nil, err
-							}
-							gr.Clusters = append(gr.Clusters, hc)
-							gr.Listeners = append(gr.Listeners, hl)
+						}
+					}
+					if !t.aggregate() {
+						continue
+					}
+					// A hop serves every route that reaches its backend, so
+					// it buffers as much as the most generous of them.
+					buffer := *EffectiveRetry(g, r).BufferLimit
+					for _, b := range t.Members {
+						if needsHop(b) && buffer > hops[b.Ref].buffer {
+							hops[b.Ref] = hopPlan{backend: b, buffer: buffer}
 						}
 					}
 				}
@@ -129,6 +134,18 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 				}
 			}
 		}
+	}
+	for _, h := range hops {
+		hc, err := HopCluster(h.backend)
+		if err != nil {
+			return nil, err
+		}
+		hl, err := HopListener(h.backend, h.buffer)
+		if err != nil {
+			return nil, err
+		}
+		gr.Clusters = append(gr.Clusters, hc)
+		gr.Listeners = append(gr.Listeners, hl)
 	}
 	backends := make([]*model.BackendConfig, 0, len(used))
 	for _, b := range used {
