@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	yaml "go.yaml.in/yaml/v3"
 )
@@ -62,7 +63,59 @@ type scalarDecoder interface {
 // decoding it would cost seconds and gigabytes.
 const MaxFileSize = 4 << 20
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var (
+	yamlLineRE      = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	unknownAnchorRE = regexp.MustCompile(`unknown anchor '([^']*)' referenced`)
+)
+
+// scanText finds what the YAML reader would stop at without saying where:
+// a UTF-16 or UTF-32 file, bytes that are not UTF-8, and control characters
+// (NUL and the like). It reports the first with its line and column.
+func scanText(file string, data []byte) (Violation, bool) {
+	for _, bom := range []struct {
+		mark []byte
+		enc  string
+	}{
+		{[]byte{0x00, 0x00, 0xFE, 0xFF}, "UTF-32"}, {[]byte{0xFF, 0xFE, 0x00, 0x00}, "UTF-32"},
+		{[]byte{0xFE, 0xFF}, "UTF-16"}, {[]byte{0xFF, 0xFE}, "UTF-16"},
+	} {
+		if bytes.HasPrefix(data, bom.mark) {
+			return Violation{File: file, Line: 1, Msg: fmt.Sprintf("invalid YAML: the file is %s (it starts with a byte-order mark): save it as UTF-8", bom.enc)}, true
+		}
+	}
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return Violation{File: file, Line: line, Msg: fmt.Sprintf("invalid YAML: byte 0x%02x at column %d is not UTF-8: save the file as UTF-8", data[i], col)}, true
+		case r == '\n':
+			line, col = line+1, 0
+		case r == '\t' || r == '\r' || r == 0x85:
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f):
+			return Violation{File: file, Line: line, Msg: fmt.Sprintf("invalid YAML: control character %U at column %d: write it as an escape in a double-quoted string (\"\\x%02x\") or remove it", r, col, r)}, true
+		}
+		i += size
+		col++
+	}
+	return Violation{}, false
+}
+
+// aliasLine is the line of the first use of *name, for the reader's
+// "unknown anchor" error, which has none.
+func aliasLine(data []byte, name string) int {
+	for i := 0; ; {
+		j := bytes.Index(data[i:], []byte("*"+name))
+		if j < 0 {
+			return 0
+		}
+		end := i + j + 1 + len(name)
+		if end == len(data) || bytes.IndexByte([]byte(" \t\r\n,]}"), data[end]) >= 0 {
+			return 1 + bytes.Count(data[:i+j], []byte("\n"))
+		}
+		i = end
+	}
+}
 
 // Decode reads every YAML document in data. It reports every violation it
 // can find (unknown fields, wrong types, bad envelopes, per-object
@@ -76,6 +129,9 @@ func (s *Scheme) Decode(file string, data []byte) ([]Object, Violations) {
 	if len(data) > MaxFileSize {
 		return nil, Violations{{File: file, Msg: fmt.Sprintf("is %d bytes, more than the %d bytes (%d MiB) a policy file may hold: split it into several files", len(data), MaxFileSize, MaxFileSize>>20)}}
 	}
+	if v, bad := scanText(file, data); bad {
+		return nil, Violations{v}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var doc yaml.Node
@@ -88,6 +144,8 @@ func (s *Scheme) Decode(file string, data []byte) ([]Object, Violations) {
 			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
 				v.Line, _ = strconv.Atoi(m[1])
 				v.Msg = "invalid YAML: " + m[2]
+			} else if m := unknownAnchorRE.FindStringSubmatch(err.Error()); m != nil {
+				v.Line = aliasLine(data, m[1])
 			}
 			errs = append(errs, v)
 			break

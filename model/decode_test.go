@@ -868,10 +868,10 @@ func TestDecodeSyntaxError(t *testing.T) {
 			},
 		},
 		{
-			// The parser gives no line for this one.
+			// The parser gives no line for this one: the decoder finds it.
 			name: "unknown anchor",
 			yaml: backendDoc("  provider: *p\n"),
-			want: []string{`policy.yaml: invalid YAML: unknown anchor 'p' referenced`},
+			want: []string{`policy.yaml:6: invalid YAML: unknown anchor 'p' referenced`},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
