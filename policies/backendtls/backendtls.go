@@ -229,6 +229,13 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	if c := s.ClientCertificate; c != nil {
 		cert := ctx.Material(p, c.Certificate, "spec.clientCertificate.certificate.file")
 		key := ctx.Material(p, c.PrivateKey, "spec.clientCertificate.privateKey.file")
+		if cert != nil {
+			// X509KeyPair skips a block it cannot decode, as pem.Decode does.
+			if _, err := parseClientChain(cert); err != nil {
+				v.Errorf("spec.clientCertificate.certificate.file", "%s: %v", c.Certificate.File, err)
+				cert = nil
+			}
+		}
 		if cert != nil && key != nil {
 			if _, err := tls.X509KeyPair(cert, key); err != nil {
 				// The error of X509KeyPair never includes key material.
@@ -241,15 +248,40 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	b.TLSPolicy = t
 }
 
+// pemBlocks decodes every PEM block of data, strictly. Go's pem.Decode
+// silently skips a block it cannot decode (bad base64, a missing END line)
+// and goes on with the next, where Envoy (BoringSSL's PEM reader) refuses
+// the whole file: so every "-----BEGIN" must start a block that decodes
+// and ends before the next one begins. Text outside blocks is allowed, as
+// it is for Envoy (bundles often carry comments).
+func pemBlocks(data []byte) ([]*pem.Block, error) {
+	begin := []byte("-----BEGIN")
+	var out []*pem.Block
+	for off := 0; ; {
+		i := bytes.Index(data[off:], begin)
+		if i < 0 {
+			return out, nil
+		}
+		start := off + i
+		block, rest := pem.Decode(data[start:])
+		consumed := len(data) - start - len(rest)
+		next := bytes.Index(data[start+len(begin):], begin)
+		if block == nil || (next >= 0 && consumed > next+len(begin)) {
+			return nil, fmt.Errorf("the PEM block at line %d cannot be decoded (corrupted or truncated?): Envoy would refuse the whole file", 1+bytes.Count(data[:start], []byte("\n")))
+		}
+		out = append(out, block)
+		off = start + consumed
+	}
+}
+
 // parseCertificates requires at least one certificate and nothing else.
 func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, err
+	}
 	var out []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for _, block := range blocks {
 		if block.Type != "CERTIFICATE" {
 			return nil, fmt.Errorf("contains a %q block; only CERTIFICATE blocks belong in a CA bundle", block.Type)
 		}
@@ -266,13 +298,12 @@ func parseCertificates(data []byte) ([]*x509.Certificate, error) {
 }
 
 func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, err
+	}
 	var out []*x509.RevocationList
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for _, block := range blocks {
 		if block.Type != "X509 CRL" {
 			return nil, fmt.Errorf("contains a %q block; expected X509 CRL", block.Type)
 		}
@@ -297,4 +328,28 @@ func hasCRLFor(crls []*x509.RevocationList, ca *x509.Certificate) bool {
 		}
 	}
 	return false
+}
+
+// parseClientChain checks a client certificate file: certificates only
+// (leaf first), each block decodable and each DER a certificate.
+func parseClientChain(data []byte) ([]*x509.Certificate, error) {
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for _, block := range blocks {
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("contains a %q block; only the certificate chain belongs here (the key goes in privateKey)", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %v", len(out)+1, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no PEM certificate found")
+	}
+	return out, nil
 }
