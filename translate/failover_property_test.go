@@ -11,7 +11,6 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	aggregatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/aggregate/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
-	healthcheckv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/stretchr/testify/require"
@@ -23,7 +22,7 @@ import (
 // failoverCounts counts what TestFailoverHoldsInEnvoy checked, so that it
 // fails rather than pass with nothing to check.
 type failoverCounts struct {
-	aggregates, hops, members, failoverRoutes, hopRoutes, routes, strippedRoutes, healthChecks int
+	aggregates, hops, hopEjections, members, failoverRoutes, hopRoutes, routes, strippedRoutes, healthChecks int
 }
 
 // TestFailoverHoldsInEnvoy checks, on every golden case and example, the
@@ -86,6 +85,7 @@ func TestFailoverHoldsInEnvoy(t *testing.T) {
 	require.NotZero(t, n.routes)
 	require.NotZero(t, n.strippedRoutes)
 	require.NotZero(t, n.healthChecks)
+	require.NotZero(t, n.hopEjections)
 	t.Logf("checked %+v", n)
 }
 
@@ -181,30 +181,29 @@ func checkHop(t *testing.T, where string, hop *clusterv3.Cluster, l *listenerv3.
 	}
 	require.True(t, removesMark, "%s: backend %s could forge %s", where, backendCluster, translate.RefusalHeader)
 
-	// (b) The hop shows the backend's health: it probes its own listener,
-	// whose health_check filter answers from the backend cluster.
-	hcs := hop.GetHealthChecks()
-	require.Len(t, hcs, 1, "%s: a hop without a health check is always healthy to the aggregate", where)
-	n.healthChecks++
-	path := hcs[0].GetHttpHealthCheck().GetPath()
-	var probe *healthcheckv3.HealthCheck
-	for _, f := range hcm.GetHttpFilters() {
-		hc := &healthcheckv3.HealthCheck{}
-		if f.GetTypedConfig().MessageIs(hc) {
-			require.NoError(t, f.GetTypedConfig().UnmarshalTo(hc))
-			probe = hc
+	// (b) The hop shows the backend's health: it ejects itself on the
+	// backend's answers as the backend's own outlier detection does, and
+	// is never in panic mode (an ejected hop must take no traffic).
+	require.NotNil(t, hop.GetCommonLbConfig().GetHealthyPanicThreshold(), where)
+	require.Zero(t, hop.GetCommonLbConfig().GetHealthyPanicThreshold().GetValue(), where)
+	require.Empty(t, hop.GetHealthChecks(), "%s: Envoy's health checkers cannot reach an internal listener", where)
+	if bod := backend.GetOutlierDetection(); bod != nil {
+		n.hopEjections++
+		hod := hop.GetOutlierDetection()
+		require.NotNil(t, hod, "%s: the backend can be ejected but its hop cannot: the aggregate would keep sending to it", where)
+		require.Equal(t, uint32(100), hod.GetMaxEjectionPercent().GetValue(), where)
+		for _, pair := range [][2]uint32{
+			{hod.GetConsecutiveGatewayFailure().GetValue(), bod.GetConsecutiveGatewayFailure().GetValue()},
+			{hod.GetEnforcingConsecutiveGatewayFailure().GetValue(), bod.GetEnforcingConsecutiveGatewayFailure().GetValue()},
+			{hod.GetConsecutive_5Xx().GetValue(), bod.GetConsecutive_5Xx().GetValue()},
+			{hod.GetEnforcingConsecutive_5Xx().GetValue(), bod.GetEnforcingConsecutive_5Xx().GetValue()},
+		} {
+			require.Equal(t, pair[1], pair[0], where)
 		}
+		require.Equal(t, bod.GetBaseEjectionTime().AsDuration(), hod.GetBaseEjectionTime().AsDuration(), where)
+	} else {
+		require.Nil(t, hop.GetOutlierDetection(), "%s: a backend without ejection has a hop without ejection", where)
 	}
-	require.NotNil(t, probe, "%s: the internal listener does not answer probes", where)
-	require.False(t, probe.GetPassThroughMode().GetValue(), "%s: in pass-through mode the probe would reach the provider", where)
-	require.Contains(t, probe.GetClusterMinHealthyPercentages(), backendCluster, where)
-	require.GreaterOrEqual(t, probe.GetClusterMinHealthyPercentages()[backendCluster].GetValue(), 1.0, "%s: Envoy truncates the percentage to a whole number; below 1 it never fails", where)
-	matchesPath := false
-	for _, h := range probe.GetHeaders() {
-		matchesPath = matchesPath || (h.GetName() == ":path" && h.GetStringMatch().GetExact() == path)
-	}
-	require.True(t, matchesPath, "%s: the probe of %s is not answered by the health_check filter", where, path)
-	require.Equal(t, hcs[0].GetInterval().AsDuration(), hcs[0].GetNoTrafficInterval().AsDuration(), "%s: a standby's hop must be probed as often as a busy one", where)
 
 	// (c) The hop imposes no limit of its own below the backend's.
 	th := hop.GetCircuitBreakers().GetThresholds()

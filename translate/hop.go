@@ -2,7 +2,6 @@ package translate
 
 import (
 	"math"
-	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -10,11 +9,9 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	healthcheckv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -134,7 +131,7 @@ func HopCluster(b *model.BackendConfig) (*clusterv3.Cluster, error) {
 		Name:                 HopName(b),
 		ConnectTimeout:       durationpb.New(DefaultConnectTimeout),
 		CircuitBreakers:      hopCircuitBreakers(),
-		HealthChecks:         []*corev3.HealthCheck{hopHealthCheck(b)},
+		OutlierDetection:     hopOutlierDetection(b),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: HopName(b),
@@ -156,58 +153,35 @@ func HopCluster(b *model.BackendConfig) (*clusterv3.Cluster, error) {
 // A hop must show its backend's health to the aggregate: a hop is one
 // internal host, which the aggregate would otherwise always see healthy,
 // so an ejected or unhealthy provider would keep every first attempt and,
-// with retries off, never fail over. So the hop cluster health-checks its
-// own internal listener, where Envoy's health_check filter answers from
-// the backend cluster's host health without reaching the provider: 503
-// once fewer than hopMinHealthyPercent of the backend's hosts are healthy
-// (HealthCheckFilter::onComplete in
-// source/extensions/filters/http/health_check/health_check.cc compares
-// the cluster's membership_healthy + membership_degraded with its
-// membership_total; an outlier-ejected or health-check-failed host is not
-// healthy). The probe stays inside the Envoy, so it runs every second,
-// with or without traffic.
-const (
-	hopProbePath         = "/.tollgate/hop-health"
-	hopProbeHeader       = "x-tollgate-hop-probe"
-	hopProbeInterval     = time.Second
-	hopMinHealthyPercent = 1
-)
-
-// hopHealthCheck probes a hop's internal listener.
-func hopHealthCheck(b *model.BackendConfig) *corev3.HealthCheck {
-	return &corev3.HealthCheck{
-		Timeout:            durationpb.New(hopProbeInterval),
-		Interval:           durationpb.New(hopProbeInterval),
-		NoTrafficInterval:  durationpb.New(hopProbeInterval),
-		UnhealthyThreshold: wrapperspb.UInt32(1),
-		HealthyThreshold:   wrapperspb.UInt32(1),
-		HealthChecker: &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: &corev3.HealthCheck_HttpHealthCheck{
-			Host:            HopName(b),
-			Path:            hopProbePath,
-			CodecClientType: typev3.CodecClientType_HTTP2,
-			RequestHeadersToAdd: []*corev3.HeaderValueOption{{
-				Header:       &corev3.HeaderValue{Key: hopProbeHeader, Value: "1"},
-				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-			}},
-		}},
+// with retries off, never fail over. The hop therefore gets the backend's
+// own outlier detection (QoSController): every answer the backend gives
+// passes through the hop, and once the backend has no healthy host the
+// hop answers every attempt with a 503 (no healthy upstream), which the
+// hop's gateway-failure count ejects in turn. The hop lags its backend by
+// that many requests, each of which the outer route retries on the next
+// backend, since the 503 is a marked refusal.
+//
+// An active health check of the hop cannot do better: Envoy's health
+// checkers run on the main thread, where an internal listener cannot be
+// reached (InternalClientConnectionFactory::createClientConnection in
+// source/extensions/bootstrap/internal_listener/client_connection_factory.cc
+// closes such a connection), so the hop would always look unhealthy.
+func hopOutlierDetection(b *model.BackendConfig) *clusterv3.OutlierDetection {
+	if b.QoS == nil {
+		return nil
 	}
-}
-
-// hopHealthFilter answers a hop's probes from its backend's host health,
-// ahead of the router; every other request passes on.
-func hopHealthFilter(b *model.BackendConfig) (*hcmv3.HttpFilter, error) {
-	cfg, err := toAny(&healthcheckv3.HealthCheck{
-		PassThroughMode: wrapperspb.Bool(false),
-		Headers: []*routev3.HeaderMatcher{
-			{Name: ":path", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact(hopProbePath)}},
-			{Name: hopProbeHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
-		},
-		ClusterMinHealthyPercentages: map[string]*typev3.Percent{ClusterName(b): {Value: hopMinHealthyPercent}},
-	})
-	if err != nil {
-		return nil, err
+	od := OutlierDetection(b.QoS)
+	if od == nil {
+		return nil
 	}
-	return &hcmv3.HttpFilter{Name: wellknown.HealthCheck, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg}}, nil
+	// One host: success-rate analysis never applies, and there is no
+	// active health check to un-eject it.
+	od.EnforcingSuccessRate = enforcing(false)
+	od.EnforcingLocalOriginSuccessRate = enforcing(false)
+	od.SuccessRateMinimumHosts, od.SuccessRateRequestVolume, od.SuccessRateStdevFactor = nil, nil, nil
+	od.SuccessfulActiveHealthCheckUnejectHost = nil
+	od.MaxEjectionPercent = wrapperspb.UInt32(100)
+	return od
 }
 
 // hopCircuitBreakers lifts the hop's own limits out of the way. Envoy's
@@ -263,10 +237,6 @@ func HopListener(b *model.BackendConfig, bufferLimit uint64) (*listenerv3.Listen
 		}},
 		StatusCode: wrapperspb.UInt32(502),
 	}}
-	probe, err := hopHealthFilter(b)
-	if err != nil {
-		return nil, err
-	}
 	hcm, err := toAny(&hcmv3.HttpConnectionManager{
 		StatPrefix: HopName(b),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -283,7 +253,7 @@ func HopListener(b *model.BackendConfig, bufferLimit uint64) (*listenerv3.Listen
 				}},
 			}},
 		}},
-		HttpFilters:      []*hcmv3.HttpFilter{probe, routerFilter()},
+		HttpFilters:      []*hcmv3.HttpFilter{routerFilter()},
 		LocalReplyConfig: &hcmv3.LocalReplyConfig{Mappers: mappers},
 		// The outer gateway already normalised the request; keep it as is.
 		StripPortMode: &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
