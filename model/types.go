@@ -648,8 +648,8 @@ func validateMatch(v *Validator, p string, m RouteMatch) {
 				v.Errorf(p+".path.value", "%q must not contain '//'", m.Path.Value)
 			}
 		case MatchRegularExpression:
-			if _, err := regexp.Compile(m.Path.Value); err != nil {
-				v.Errorf(p+".path.value", "%q is not an RE2 regular expression: %v", m.Path.Value, err)
+			if msg := regexProblem(m.Path.Value); msg != "" {
+				v.Errorf(p+".path.value", "%s", msg)
 			}
 		default:
 			v.Errorf(p+".path.type", "%q is not supported: use PathPrefix, Exact or RegularExpression", m.Path.Type)
@@ -678,8 +678,8 @@ func validateValueMatch(v *Validator, p string, m ValueMatch, header bool) {
 	switch m.Type {
 	case "", MatchExact:
 	case MatchRegularExpression:
-		if _, err := regexp.Compile(m.Value); err != nil {
-			v.Errorf(p+".value", "%q is not an RE2 regular expression: %v", m.Value, err)
+		if msg := regexProblem(m.Value); msg != "" {
+			v.Errorf(p+".value", "%s", msg)
 		}
 	default:
 		v.Errorf(p+".type", "%q is not supported: use Exact or RegularExpression", m.Type)
