@@ -22,7 +22,7 @@ import (
 // failoverCounts counts what TestFailoverHoldsInEnvoy checked, so that it
 // fails rather than pass with nothing to check.
 type failoverCounts struct {
-	aggregates, hops, hopEjections, members, failoverRoutes, hopRoutes, routes, strippedRoutes, healthChecks int
+	aggregates, hops, hopEjections, childRoutes, members, failoverRoutes, hopRoutes, routes, strippedRoutes, healthChecks int
 }
 
 // TestFailoverHoldsInEnvoy checks, on every golden case and example, the
@@ -32,6 +32,7 @@ type failoverCounts struct {
 func TestFailoverHoldsInEnvoy(t *testing.T) {
 	var n failoverCounts
 	examples := map[string]bool{}
+	failClosed := map[string]bool{}
 	for name, cfg := range credentialSources(t) {
 		out, err := translate.Translate(cfg)
 		require.NoError(t, err, name)
@@ -65,6 +66,7 @@ func TestFailoverHoldsInEnvoy(t *testing.T) {
 			if n.aggregates > before {
 				examples[name] = true
 			}
+			stripped := n.strippedRoutes
 			for _, rc := range gr.Routes {
 				for _, vh := range rc.GetVirtualHosts() {
 					for _, r := range vh.GetRoutes() {
@@ -72,11 +74,18 @@ func TestFailoverHoldsInEnvoy(t *testing.T) {
 					}
 				}
 			}
+			if n.strippedRoutes > stripped {
+				failClosed[name] = true
+			}
 		}
 	}
 	for _, ex := range []string{"../examples/03-cloud-failover", "../examples/11-local-to-cloud-failover", "testdata/in/failover.yaml", "testdata/in/failover-credentials.yaml"} {
 		require.True(t, examples[ex], "%s has no fail-over aggregate to check", ex)
 	}
+	// Parent mode: the parent's route to its one credentialed provider
+	// fails closed; the child's routes are checked like any (buffering).
+	require.True(t, failClosed["../examples/08-dedicated-inference-cluster"], "example 08 has no fail-closed route to check")
+	require.NotZero(t, n.childRoutes)
 	require.NotZero(t, n.aggregates)
 	require.NotZero(t, n.hops)
 	require.NotZero(t, n.members)
@@ -252,6 +261,14 @@ func checkRoute(t *testing.T, name string, r *routev3.Route, listeners []*listen
 	require.GreaterOrEqual(t, r.GetRequestBodyBufferLimit().GetValue(), uint64(1<<20), "%s: retries give up on bodies over the buffer limit", where)
 	rp := ra.GetRetryPolicy()
 	names := routeClusters(r)
+	if strings.HasPrefix(ra.GetCluster(), "parent/") {
+		// A child retries only what cannot have reached its parent: the
+		// parent did its own retries and fail-over.
+		require.Equal(t, translate.ParentRetryOn, rp.GetRetryOn(), where)
+		require.Empty(t, rp.GetRetriableStatusCodes(), where)
+		require.Empty(t, rp.GetRetriableHeaders(), where)
+		n.childRoutes++
+	}
 	failover := false
 	for _, c := range names {
 		failover = failover || aggregateMembers(t, clusters[c]) != nil
