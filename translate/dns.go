@@ -50,6 +50,7 @@ func DNSCluster(s model.DNSSettings) (*dnsclusterv3.DnsCluster, error) {
 		dc.RespectDnsTtl = *s.RespectTTL
 	}
 	if s.MinRefreshRate != nil {
+		// Envoy 1.39+: a Requirement (dnsClusterFeatures).
 		dc.DnsMinRefreshRate = durationpb.New(*s.MinRefreshRate)
 	}
 	if len(s.Resolvers) > 0 {
@@ -84,4 +85,26 @@ func dnsClusterType(dc *dnsclusterv3.DnsCluster) (*clusterv3.Cluster_ClusterType
 		Name:        "envoy.cluster.dns",
 		TypedConfig: dns,
 	}}, nil
+}
+
+// dnsMinRefreshRate is DnsCluster.dns_min_refresh_rate, new in Envoy 1.39.
+var dnsMinRefreshRate = feature{
+	feature:    "DNSPolicy minRefreshRate (DnsCluster.dns_min_refresh_rate)",
+	minVersion: Version{1, 39},
+	setting:    "minRefreshRate",
+	field:      "envoy.extensions.clusters.dns.v3.DnsCluster.dns_min_refresh_rate",
+}
+
+// dnsClusterFeatures lists what dc uses that OldestEnvoy lacks.
+func dnsClusterFeatures(dc *dnsclusterv3.DnsCluster) []feature {
+	var out []feature
+	if dc.GetDnsMinRefreshRate() != nil {
+		out = append(out, dnsMinRefreshRate)
+	}
+	return out
+}
+
+// dnsSets reports whether s itself asks for f.
+func dnsSets(s model.DNSSettings, f feature) bool {
+	return f == dnsMinRefreshRate && s.MinRefreshRate != nil
 }

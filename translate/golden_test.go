@@ -47,8 +47,9 @@ func loadCase(t testing.TB, file string) (*model.Config, model.Violations) {
 
 // TestGolden translates every testdata/in/*.yaml and compares each resource
 // kind with testdata/out/<case>.<kind>.yaml, and the status conditions with
-// testdata/out/<case>.conditions.yaml; inputs that must be rejected are
-// compared with testdata/out/<case>.errors.txt instead.
+// testdata/out/<case>.conditions.yaml, and what each gateway needs of a
+// newer Envoy with testdata/out/<case>.requirements.yaml; inputs that must
+// be rejected are compared with testdata/out/<case>.errors.txt instead.
 func TestGolden(t *testing.T) {
 	inputs, err := filepath.Glob("testdata/in/*.yaml")
 	require.NoError(t, err)
@@ -72,6 +73,17 @@ func TestGolden(t *testing.T) {
 					data, err := yaml.Marshal(cfg.Conditions)
 					require.NoError(t, err)
 					files[name+".conditions.yaml"] = data
+				}
+				reqs := map[string][]translate.Requirement{}
+				for _, g := range out.Gateways {
+					if len(g.Requirements) > 0 {
+						reqs[g.Key] = g.Requirements
+					}
+				}
+				if len(reqs) > 0 {
+					data, err := yaml.Marshal(reqs)
+					require.NoError(t, err)
+					files[name+".requirements.yaml"] = data
 				}
 			}
 			for f, got := range files {

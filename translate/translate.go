@@ -34,6 +34,9 @@ type GatewayResources struct {
 	// InlineSecrets is set when a cluster itself carries secret material
 	// (static AWS keys, which Envoy's SigV4 signer cannot take over SDS).
 	InlineSecrets bool
+	// Requirements are the features of this configuration that need an
+	// Envoy newer than OldestEnvoy (see requirements.go), sorted.
+	Requirements []Requirement
 }
 
 // CarriesSecrets reports whether serving the gateway hands out secret
@@ -63,6 +66,7 @@ func Translate(cfg *model.Config) (*Output, error) {
 		if err != nil {
 			return nil, err
 		}
+		gr.Requirements = requirementsOf(cfg, g, gr)
 		out.Gateways = append(out.Gateways, gr)
 	}
 	sort.Slice(out.Gateways, func(i, j int) bool { return out.Gateways[i].Key < out.Gateways[j].Key })
