@@ -11,6 +11,7 @@ package policies
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/policies/backendtls"
@@ -69,6 +70,9 @@ func ReverseDNSChecks(cfg *model.Config) []model.ReverseDNSCheck {
 type Inputs struct {
 	Materials  model.Materials
 	ReverseDNS model.ReverseDNSResults
+	// Now is when certificates and CRLs are judged valid; zero means
+	// time.Now().
+	Now time.Time
 }
 
 // Lower attaches every policy of cfg to its targets and applies it to the
@@ -77,6 +81,10 @@ type Inputs struct {
 // and the one whose name sorts first wins while the other gets a condition.
 func Lower(cfg *model.Config, in Inputs) model.Violations {
 	var errs model.Violations
+	now := in.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
 	idx := policy.NewIndex(cfg)
 	for _, k := range Kinds {
 		claimed := map[model.Ref]model.Ref{} // target → winning policy
@@ -111,7 +119,7 @@ func Lower(cfg *model.Config, in Inputs) model.Violations {
 					continue
 				}
 				claimed[target] = pref
-				k.Lower(policy.Context{Config: cfg, Index: idx, Materials: in.Materials, ReverseDNS: in.ReverseDNS, Validator: v, Path: path}, p, target)
+				k.Lower(policy.Context{Config: cfg, Index: idx, Materials: in.Materials, ReverseDNS: in.ReverseDNS, Now: now, Validator: v, Path: path}, p, target)
 			}
 		}
 	}

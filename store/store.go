@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
 
@@ -52,6 +53,10 @@ type Options struct {
 	// nothing: such backends are reported as not verified and not served
 	// (tollgate validate works offline this way).
 	DNS *DNSVerifier
+	// Now is the clock certificates and CRLs the policies name are judged
+	// by (an expired CRL refuses the change, an expired certificate gets a
+	// condition); nil is time.Now. Tests fix it.
+	Now func() time.Time
 }
 
 // Store merges the objects of every source and hands out the resolved
@@ -186,11 +191,16 @@ func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations) (*model.Confi
 		}
 	}
 	var checks []model.ReverseDNSCheck
+	now := time.Now
+	if s.opts.Now != nil {
+		now = s.opts.Now
+	}
 	if cfg != nil {
 		checks = policies.ReverseDNSChecks(cfg)
 		violations = append(violations, policies.Lower(cfg, policies.Inputs{
 			Materials:  loadMaterials(keys),
 			ReverseDNS: s.opts.DNS.results(checks),
+			Now:        now(),
 		})...)
 	}
 	violations = append(append(model.Violations(nil), decodeErrs...), violations...)

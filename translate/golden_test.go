@@ -30,7 +30,7 @@ func loadCase(t testing.TB, file string) (*model.Config, model.Violations) {
 	data, err := os.ReadFile(file)
 	require.NoError(t, err)
 	objs, errs := policies.NewScheme().Decode(file, data)
-	st, err := store.New(store.Options{DNS: goldenVerifier()})
+	st, err := store.New(store.Options{DNS: goldenVerifier(), Now: goldenNow})
 	require.NoError(t, err)
 	cfg, err := st.Replace("golden", objs, errs)
 	if err != nil {

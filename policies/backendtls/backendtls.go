@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/policies/policy"
@@ -180,6 +181,7 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 		return
 	}
 	t := &model.BackendTLS{Policy: model.RefOf(p), SNI: b.Hostname, MinVersion: s.MinVersion, ALPN: s.ALPN}
+	var validity validityFindings
 	if s.Hostname != "" {
 		t.SNI = s.Hostname
 	}
@@ -197,6 +199,11 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 				v.Errorf("spec.caCertificates.file", "%s: %v", s.CACertificates.File, err)
 			} else {
 				t.CA = data
+				for i, c := range cas {
+					validity.check(ctx.Now, "spec.caCertificates.file", s.CACertificates.File, fmt.Sprintf("CA certificate %d", i+1), c,
+						"no chain through it verifies: replace it or remove it from the bundle",
+						"no chain through it verifies before then: check the issuer's clock, or remove it until it is valid")
+				}
 			}
 		}
 	}
@@ -207,6 +214,14 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 				v.Errorf("spec.crl.file", "%s: %v", s.CRL.File, err)
 			} else {
 				t.CRL, t.CRLLeafOnly = data, s.OnlyVerifyLeafCertCRL
+				for _, crl := range crls {
+					// BoringSSL fails verification with a CRL past its
+					// nextUpdate (X509_V_ERR_CRL_HAS_EXPIRED): every
+					// handshake it applies to would fail.
+					if !crl.NextUpdate.IsZero() && crl.NextUpdate.Before(ctx.Now) {
+						v.Errorf("spec.crl.file", "%s: the CRL issued by %q expired on %s (its nextUpdate): Envoy would fail every handshake it checks against it; fetch a current CRL from that CA and replace the file", s.CRL.File, crl.Issuer.String(), stamp(crl.NextUpdate))
+					}
+				}
 				if !s.OnlyVerifyLeafCertCRL {
 					for _, ca := range cas {
 						if !hasCRLFor(crls, ca) {
@@ -231,9 +246,19 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 		key := ctx.Material(p, c.PrivateKey, "spec.clientCertificate.privateKey.file")
 		if cert != nil {
 			// X509KeyPair skips a block it cannot decode, as pem.Decode does.
-			if _, err := parseClientChain(cert); err != nil {
+			chain, err := parseClientChain(cert)
+			if err != nil {
 				v.Errorf("spec.clientCertificate.certificate.file", "%s: %v", c.Certificate.File, err)
 				cert = nil
+			}
+			for i, cc := range chain {
+				what := fmt.Sprintf("chain certificate %d", i+1)
+				if i == 0 {
+					what = "the client certificate"
+				}
+				validity.check(ctx.Now, "spec.clientCertificate.certificate.file", c.Certificate.File, what, cc,
+					"the backend will refuse it: renew it and replace the file",
+					"the backend will refuse it before then: check the issuer's clock")
 			}
 		}
 		if cert != nil && key != nil {
@@ -246,7 +271,57 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 		}
 	}
 	b.TLSPolicy = t
+	validity.report(ctx.Config, model.RefOf(p))
 }
+
+// ConditionCertificatesValid is the condition type on a BackendTLSPolicy
+// some of whose certificates are outside their validity period. Envoy loads
+// them anyway, so the policy is served (Accepted stays true); the condition
+// says which handshakes will fail.
+const ConditionCertificatesValid = "CertificatesValid"
+
+// validityFindings collects the certificates of one policy outside their
+// validity period, for one CertificatesValid condition.
+type validityFindings struct {
+	reason string
+	msgs   []string
+}
+
+func (f *validityFindings) check(now time.Time, path, file, what string, c *x509.Certificate, expiredHint, earlyHint string) {
+	switch {
+	case now.After(c.NotAfter):
+		f.add("CertificateExpired", fmt.Sprintf("%s: %s: %s %q expired on %s (valid from %s): %s", path, file, what, c.Subject.String(), stamp(c.NotAfter), stamp(c.NotBefore), expiredHint))
+	case now.Before(c.NotBefore):
+		f.add("CertificateNotYetValid", fmt.Sprintf("%s: %s: %s %q is not valid before %s (until %s): %s", path, file, what, c.Subject.String(), stamp(c.NotBefore), stamp(c.NotAfter), earlyHint))
+	}
+}
+
+func (f *validityFindings) add(reason, msg string) {
+	// An expired certificate is the more urgent reason.
+	if f.reason == "" || reason == "CertificateExpired" {
+		f.reason = reason
+	}
+	f.msgs = append(f.msgs, msg)
+}
+
+// report adds the condition once per policy (lowering runs once per target,
+// on the same files).
+func (f *validityFindings) report(cfg *model.Config, pref model.Ref) {
+	if len(f.msgs) == 0 {
+		return
+	}
+	for _, c := range cfg.Conditions {
+		if c.Object == pref.String() && c.Type == ConditionCertificatesValid {
+			return
+		}
+	}
+	cfg.Conditions = append(cfg.Conditions, model.Condition{
+		Object: pref.String(), Type: ConditionCertificatesValid, Status: false, Reason: f.reason,
+		Message: strings.Join(f.msgs, "; "),
+	})
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // pemBlocks decodes every PEM block of data, strictly. Go's pem.Decode
 // silently skips a block it cannot decode (bad base64, a missing END line)

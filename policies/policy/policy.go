@@ -3,6 +3,8 @@
 package policy
 
 import (
+	"time"
+
 	"github.com/tollgate-dev/tollgate/model"
 )
 
@@ -37,6 +39,9 @@ type Context struct {
 	// ReverseDNS are the results of the reverse-DNS checks the store ran
 	// for this config (see policies.ReverseDNSChecks); nil when it ran none.
 	ReverseDNS model.ReverseDNSResults
+	// Now is the time certificates and CRLs are judged at (the store's
+	// clock), so that lowering stays deterministic under test.
+	Now time.Time
 	// Validator reports violations on the policy.
 	Validator *model.Validator
 	// Path is the field path of the targetRef being lowered.
