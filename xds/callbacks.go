@@ -198,10 +198,16 @@ func (s *Server) identify(stream string, node *corev3.Node) {
 	if !first {
 		return
 	}
-	args := []any{"node", node.GetId(), "gateway", gateway, "stream", stream}
+	v, version, ok := envoyVersion(node)
+	if !ok {
+		version = VersionUnknown
+	}
+	s.tracker.setEnvoy(stream, v, version)
+	args := []any{"node", node.GetId(), "gateway", gateway, "stream", stream, "envoy_version", version}
 	if identity != "" {
 		args = append(args, "identity", identity)
 	}
+	defer s.checkVersions()
 	switch {
 	case gateway == "":
 		s.log.Error("envoy connected without node.cluster; it gets no resources: set node.cluster to a gateway name (tollgate bootstrap does)", args...)

@@ -78,6 +78,13 @@ type Server struct {
 	mu        sync.RWMutex
 	gateways  map[string]bool // keys with a snapshot from the current config
 	served    map[string]bool // every key ever given a snapshot
+	// requirements of each current gateway's configuration, and the
+	// Gateway object of each key (for conditions); under mu.
+	requirements   map[string][]translate.Requirement
+	gatewayObjects map[string]string
+
+	versionLogMu  sync.Mutex
+	versionLogged map[string]bool // node|gateway|problem already logged
 }
 
 // NewServer returns a server with no configuration; Apply gives it one.
@@ -94,6 +101,8 @@ func NewServer(ctx context.Context, opts Options) *Server {
 		now:      time.Now,
 		gateways: map[string]bool{},
 		served:   map[string]bool{},
+
+		versionLogged: map[string]bool{},
 	}
 	s.cache = cachev3.NewSnapshotCache(true, gatewayHash{}, cacheLogger{log})
 	s.xds = serverv3.NewServer(ctx, s.cache, s.callbacks(), sotw.WithOrderedADS())
@@ -108,6 +117,13 @@ func (s *Server) Apply(cfg *model.Config) error {
 	if err != nil {
 		return fmt.Errorf("translate: %w", err)
 	}
+	objects := make(map[string]string, len(cfg.Gateways))
+	for _, g := range cfg.Gateways {
+		objects[model.GatewayKey(g.Ref)] = g.Ref.String()
+	}
+	s.mu.Lock()
+	s.gatewayObjects = objects
+	s.mu.Unlock()
 	return s.Publish(out)
 }
 
@@ -161,13 +177,15 @@ func (s *Server) Publish(out *translate.Output) error {
 	}
 	s.mu.RUnlock()
 	current := make(map[string]bool, len(out.Gateways))
+	requirements := make(map[string][]translate.Requirement, len(out.Gateways))
 	for _, g := range out.Gateways {
 		current[g.Key] = true
+		requirements[g.Key] = g.Requirements
 	}
 	// Known gateways are updated first, so that an Envoy connecting while
 	// its gateway appears is logged as known.
 	s.mu.Lock()
-	s.gateways = current
+	s.gateways, s.requirements = current, requirements
 	for key := range snaps {
 		s.served[key] = true
 	}
@@ -183,6 +201,7 @@ func (s *Server) Publish(out *translate.Output) error {
 		}
 	}
 	s.validated = validated
+	s.checkVersions()
 	return nil
 }
 
@@ -289,12 +308,14 @@ func (s *Server) Status() Status {
 	for i := range st.Nodes {
 		st.Nodes[i].KnownGateway = s.gateways[st.Nodes[i].Gateway]
 	}
+	s.nodeProblemsLocked(st.Nodes)
 	return st
 }
 
 // AdminHandler serves the xDS status as JSON: GET /status/nodes lists every
 // connected Envoy with its gateway, the versions it was sent and ACKed per
-// type and its last NACK.
+// type, its last NACK, its Envoy version and what that version is too old
+// for.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status/nodes", func(w http.ResponseWriter, _ *http.Request) {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/translate"
 )
 
 // NodeStatus is what tollgate knows about one connected Envoy stream.
@@ -27,6 +29,15 @@ type NodeStatus struct {
 	// a response is in flight or after a NACK.
 	Sent     map[string]string `json:"sent"`
 	LastNack *Nack             `json:"last_nack,omitempty"`
+	// EnvoyVersion is the Envoy release the node runs (major.minor.patch),
+	// or VersionUnknown.
+	EnvoyVersion string `json:"envoy_version,omitempty"`
+	// Problems are what the node's Envoy is too old for: tollgate's
+	// oldest supported release, or a requirement of its gateway's current
+	// configuration.
+	Problems []NodeProblem `json:"problems,omitempty"`
+
+	envoy translate.Version // zero when unknown
 }
 
 // Nack is a response an Envoy rejected.
@@ -112,6 +123,15 @@ func (t *tracker) identify(stream, nodeID, gateway string, known bool) (first bo
 	first = s.NodeID == "" && s.Gateway == ""
 	s.NodeID, s.Gateway, s.KnownGateway = nodeID, gateway, known
 	return first, s.Identity
+}
+
+// setEnvoy records the Envoy release of a stream's node.
+func (t *tracker) setEnvoy(stream string, v translate.Version, text string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.streams[stream]; s != nil {
+		s.envoy, s.EnvoyVersion = v, text
+	}
 }
 
 func (t *tracker) sent(stream, typeURL, version, nonce string) {

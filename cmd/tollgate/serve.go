@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -300,7 +301,12 @@ func adminMux(st *store.Store, x *xds.Server) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/status/", x.AdminHandler())
 	mux.HandleFunc("GET /status/policies", func(w http.ResponseWriter, _ *http.Request) {
-		xds.WriteJSON(w, st.Status())
+		// The policies' conditions and those of the connected Envoys (a
+		// gateway with nodes too old for its configuration).
+		ps := st.Status()
+		ps.Conditions = append(slices.Clone(ps.Conditions), x.Conditions()...)
+		model.SortConditions(ps.Conditions)
+		xds.WriteJSON(w, ps)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")

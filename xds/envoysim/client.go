@@ -50,6 +50,10 @@ type Options struct {
 	// constraints, for load measurements where the client's own CPU would
 	// otherwise dominate. Reject still applies.
 	SkipValidation bool
+	// Node, if set, changes the node the first request carries before it
+	// is sent, e.g. to give it Envoy's user_agent_build_version or
+	// metadata (see EnvoyNode).
+	Node func(*corev3.Node)
 	// Logf, if set, receives a line per response. With t.Logf, close the
 	// client before the test ends, e.g. with t.Cleanup(c.Close).
 	Logf func(format string, args ...any)
@@ -157,6 +161,9 @@ func New(ctx context.Context, addr string, opts Options) (*Client, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	node := nodeOnce{node: &corev3.Node{Id: opts.NodeID, Cluster: opts.Gateway}}
+	if opts.Node != nil {
+		opts.Node(node.node)
+	}
 	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	var w wire
 	if opts.Delta {
