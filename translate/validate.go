@@ -25,11 +25,23 @@ type allValidator interface{ ValidateAll() error }
 func validateDeep(m protoreflect.Message, path string, errs *[]error) {
 	if v, ok := m.Interface().(allValidator); ok {
 		if err := v.ValidateAll(); err != nil {
-			*errs = append(*errs, fmt.Errorf("%s: %w", path, err))
+			*errs = append(*errs, &deepError{path, err})
 		}
 	}
 	walkAnys(m, path, errs)
 }
+
+// deepError is one message below a resource that breaks Envoy's
+// constraints: path is its proto field path from the resource (starting
+// with the resource's full name), err what the message's validation said.
+type deepError struct {
+	path string
+	err  error
+}
+
+func (e *deepError) Error() string { return e.path + ": " + e.err.Error() }
+
+func (e *deepError) Unwrap() error { return e.err }
 
 // walkAnys finds every Any below m (ValidateAll has already covered plain
 // nested messages) and validates what it carries.
@@ -38,9 +50,9 @@ func walkAnys(m protoreflect.Message, path string, errs *[]error) {
 		inner, err := a.UnmarshalNew()
 		if err != nil {
 			if errors.Is(err, protoregistry.NotFound) {
-				*errs = append(*errs, fmt.Errorf("%s: unknown type %q", path, a.GetTypeUrl()))
+				*errs = append(*errs, &deepError{path, fmt.Errorf("unknown type %q", a.GetTypeUrl())})
 			} else {
-				*errs = append(*errs, fmt.Errorf("%s: cannot unpack %q: %w", path, a.GetTypeUrl(), err))
+				*errs = append(*errs, &deepError{path, fmt.Errorf("cannot unpack %q: %w", a.GetTypeUrl(), err)})
 			}
 			return
 		}
@@ -67,13 +79,14 @@ func walkAnys(m protoreflect.Message, path string, errs *[]error) {
 	})
 }
 
-// Validate checks every resource of every gateway with ValidateDeep.
+// Validate checks every resource of every gateway with ValidateDeep. Each
+// refusal is a *ResourceError; Locate places them in the policies.
 func (o *Output) Validate() error {
 	var errs []error
 	for _, g := range o.Gateways {
 		for _, m := range g.All() {
 			if err := ValidateDeep(m); err != nil {
-				errs = append(errs, fmt.Errorf("gateway %s: %w", g.Key, err))
+				errs = append(errs, &ResourceError{Gateway: g.Key, Resource: m, Err: err})
 			}
 		}
 	}

@@ -124,7 +124,8 @@ func (s *Server) Apply(cfg *model.Config) error {
 	s.mu.Lock()
 	s.gatewayObjects = objects
 	s.mu.Unlock()
-	return s.Publish(out)
+	// A refusal of Envoy's constraints is placed on the policies.
+	return translate.Locate(cfg, s.Publish(out))
 }
 
 // Publish serves out. A gateway that disappeared from the policies gets an
@@ -227,7 +228,7 @@ func (s *Server) validate(out *translate.Output) (map[proto.Message]digest, map[
 				continue
 			}
 			if err := translate.ValidateDeep(m); err != nil {
-				errs = append(errs, fmt.Errorf("gateway %s: %w", g.Key, err))
+				errs = append(errs, &translate.ResourceError{Gateway: g.Key, Resource: m, Err: err})
 				continue
 			}
 			passed[d] = true

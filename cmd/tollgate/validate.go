@@ -32,7 +32,7 @@ func newValidateCmd() *cobra.Command {
 					return err
 				}
 				if err := out.Validate(); err != nil {
-					return err
+					return translate.Locate(c, err)
 				}
 				cfg = c
 				return nil
