@@ -53,8 +53,10 @@ func credentialSources(t *testing.T) map[string]*model.Config {
 // TestCredentialsStayWithTheirBackend checks, on every route of every
 // golden case and example, that any credential Envoy injects belongs to the
 // backend the traffic reaches, and that no listener- or route-wide
-// credential exists.
+// credential exists. It counts what it checked and fails on nothing of a
+// kind, so that a lowering that drops credentials cannot make it pass.
 func TestCredentialsStayWithTheirBackend(t *testing.T) {
+	checked := map[string]int{} // credential kind (or "parent hop") → routes × clusters checked
 	for name, cfg := range credentialSources(t) {
 		out, err := translate.Translate(cfg)
 		require.NoError(t, err, name)
@@ -117,6 +119,7 @@ func TestCredentialsStayWithTheirBackend(t *testing.T) {
 								secrets, aws := clusterCredential(t, c)
 								require.Empty(t, secrets, "%s: route %s → parent cluster %s injects a credential", where, r.GetName(), cn)
 								require.False(t, aws, "%s: route %s → parent cluster %s signs requests", where, r.GetName(), cn)
+								checked["parent hop"]++
 								continue
 							}
 							b := backends[cn]
@@ -125,6 +128,7 @@ func TestCredentialsStayWithTheirBackend(t *testing.T) {
 							want := map[string]bool{}
 							if cred := b.Credential; cred != nil {
 								require.True(t, targets(cfg, cred.Policy, b.Ref), "%s: credential of %s comes from %s, which does not target it", where, cn, cred.Policy)
+								checked[string(cred.Kind)]++
 								switch cred.Kind {
 								case model.CredentialAPIKey:
 									want[translate.CredentialSecretName(b)] = true
@@ -148,9 +152,14 @@ func TestCredentialsStayWithTheirBackend(t *testing.T) {
 			for _, s := range g.Secrets {
 				if strings.HasPrefix(s.GetName(), "credential/") || strings.HasPrefix(s.GetName(), "oauth2-client-secret/") {
 					require.True(t, used[s.GetName()], "%s: secret %s is served but no route of this gateway reaches its backend", where, s.GetName())
+					checked["served secret"]++
 				}
 			}
 		}
+	}
+	t.Logf("checked: %v", checked)
+	for _, kind := range []string{string(model.CredentialAPIKey), string(model.CredentialOAuth2), string(model.CredentialAWSSigV4), "parent hop", "served secret"} {
+		require.NotZero(t, checked[kind], "no %s was checked: the property holds vacuously", kind)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 // provider — 5xx, gateway-error, reset, retriable-4xx — unless the
 // GuardRailsPolicy that set it opted in with allowUnsafeRetries.
 func TestNoRetryCanDuplicateInference(t *testing.T) {
-	checked := 0
+	checked, optedIn, refusalMarks := 0, 0, 0
 	for name, cfg := range credentialSources(t) {
 		out, err := translate.Translate(cfg)
 		require.NoError(t, err, name)
@@ -42,6 +42,7 @@ func TestNoRetryCanDuplicateInference(t *testing.T) {
 								// Safe only as the mark of a hop's own refusals.
 								require.Len(t, rp.GetRetriableHeaders(), 1, "%s: route %s", name, r.GetName())
 								require.Equal(t, translate.RefusalHeader, rp.GetRetriableHeaders()[0].GetName(), "%s: route %s", name, r.GetName())
+								refusalMarks++
 								continue
 							}
 							if !slices.Contains(model.SafeRetryOn, cond) {
@@ -60,6 +61,7 @@ func TestNoRetryCanDuplicateInference(t *testing.T) {
 						require.NotNil(t, owner, "%s: route %s", name, r.GetName())
 						eff := translate.EffectiveRetry(g, owner)
 						require.True(t, eff.AllowUnsafe, "%s: route %s retries on %v, which may duplicate an inference, without allowUnsafeRetries", name, r.GetName(), unsafe)
+						optedIn++
 						for _, cond := range unsafe {
 							require.Contains(t, model.UnsafeRetryOn, cond, "%s: unknown retry condition %q", name, cond)
 						}
@@ -69,6 +71,10 @@ func TestNoRetryCanDuplicateInference(t *testing.T) {
 		}
 	}
 	require.NotZero(t, checked, "no retry policy was checked")
+	// Each branch of the check must have had a case, or it holds
+	// vacuously: an unsafe retry that was opted into, and a hop's mark.
+	require.NotZero(t, optedIn, "no route retries on an unsafe condition with allowUnsafeRetries: the opt-in is never checked")
+	require.NotZero(t, refusalMarks, "no route retries on a hop's refusal mark")
 }
 
 // TestDefaultRetryPolicyIsSafe pins the default: only conditions under
