@@ -166,6 +166,25 @@ func TestParentModeEndToEnd(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	require.False(t, inst.Store.Status().Applied)
 	require.Len(t, child.History(), before)
+	// The refused change never arrives later either: a marker change of
+	// the route's timeout is the next thing both Envoys get.
+	parentBefore := len(parent.History())
+	writePolicies(t, dir, map[string]string{"routes.yaml": parentRoutes(bothParents, "vllm", "16m")})
+	for _, m := range []struct {
+		env    *envoysim.Client
+		before int
+	}{{parent, parentBefore}, {child, before}} {
+		st, err := m.env.WaitFor(waitCtx(t), func(s envoysim.State) bool {
+			for _, name := range s.Names(resourcev3.RouteType) {
+				if r := onlyRoute(s, name); r != nil && r.GetRoute().GetTimeout().AsDuration() == 16*time.Minute {
+					return true
+				}
+			}
+			return false
+		})
+		require.NoError(t, err)
+		onlyTheMarker(t, m.env, m.before, st, resourcev3.RouteType)
+	}
 
 	for _, env := range []*envoysim.Client{parent, child} {
 		for _, r := range env.History() {

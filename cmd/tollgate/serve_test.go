@@ -195,6 +195,22 @@ func complete(clusters ...string) func(envoysim.State) bool {
 	}
 }
 
+// onlyTheMarker asserts that nothing reached env between its response
+// number before and the marker change it now holds in st: every response
+// since is of a type the marker changes, with the version st holds. A
+// refused change checked with "nothing was pushed" right after its log
+// line would pass if its push came late; a marker written after the
+// refusal and delivered first proves it never came.
+func onlyTheMarker(t *testing.T, env *envoysim.Client, before int, st envoysim.State, markerTypes ...string) {
+	t.Helper()
+	since := env.History()[before:]
+	require.NotEmpty(t, since, "the marker did not arrive")
+	for _, r := range since {
+		require.Contains(t, markerTypes, r.TypeURL, "a response the marker does not explain: %s", r)
+		require.Equal(t, st.Versions[r.TypeURL], r.Version, "a response before the marker: %s", r)
+	}
+}
+
 func routeTimeout(s envoysim.State) time.Duration {
 	rc, _ := envoysim.Get[*routev3.RouteConfiguration](s, "route/http")
 	return rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetTimeout().AsDuration()
@@ -248,6 +264,7 @@ func TestServeEndToEnd(t *testing.T) {
 			for _, r := range egress.History()[before:] {
 				require.True(t, r.Acked, "every response after the broken edit is the fixed config: %s", r)
 			}
+			onlyTheMarker(t, egress, before, st, resourcev3.RouteType)
 			require.True(t, inst.Store.Status().Applied)
 		})
 	}
@@ -361,8 +378,10 @@ func TestServeUnknownGateway(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Empty(t, c.History())
 
-	// Once a Gateway of that name exists, the waiting Envoy gets it.
+	// Once a Gateway of that name exists, the waiting Envoy gets it, and
+	// that is the first thing it gets.
 	writePolicies(t, dir, map[string]string{"nope.yaml": strings.Replace(strings.SplitN(policyGateways, "---", 2)[0], "name: egress", "name: nope", 1)})
-	_, err := c.WaitFor(waitCtx(t), func(s envoysim.State) bool { return len(s.Names(resourcev3.ListenerType)) == 1 })
+	st, err := c.WaitFor(waitCtx(t), func(s envoysim.State) bool { return len(s.Names(resourcev3.ListenerType)) == 1 })
 	require.NoError(t, err)
+	onlyTheMarker(t, c, 0, st, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType)
 }

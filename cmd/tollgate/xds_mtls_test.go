@@ -14,13 +14,13 @@ import (
 	"testing"
 	"time"
 
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spf13/viper"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tollgate-dev/tollgate/xds"
@@ -288,7 +288,15 @@ func TestServeSecretsOverPlaintext(t *testing.T) {
 	plain := t.TempDir()
 	writePolicies(t, plain, map[string]string{"gateways.yaml": policyGateways, "backends.yaml": policyBackends, "routes.yaml": policyRoutes("60s")})
 	inst, instLogs := startWith(t, baseConfig(plain))
-	before := inst.XDS.Versions("egress")
+	env, err := envoysim.New(context.Background(), inst.XDSAddr.String(), envoysim.Options{
+		NodeID: "vm-1", Gateway: "egress",
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+	})
+	require.NoError(t, err)
+	t.Cleanup(env.Close)
+	_, err = env.WaitFor(waitCtx(t), complete("backend/default/openai", "backend/default/vllm"))
+	require.NoError(t, err)
+	before, envBefore := inst.XDS.Versions("egress"), len(env.History())
 	require.NoError(t, os.WriteFile(filepath.Join(plain, "openai.key"), []byte("sk-test-not-real\n"), 0o600))
 	writePolicies(t, plain, map[string]string{"credentials.yaml": credentialPolicy})
 	require.Eventually(t, func() bool {
@@ -296,6 +304,15 @@ func TestServeSecretsOverPlaintext(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	require.False(t, inst.Store.Status().Applied)
 	require.Equal(t, before, inst.XDS.Versions("egress"))
+	// Nor does it arrive late: without the credential, a marker change of
+	// the route's timeout is the next thing the Envoy gets, and it never
+	// got a secret.
+	require.NoError(t, os.Remove(filepath.Join(plain, "credentials.yaml")))
+	writePolicies(t, plain, map[string]string{"routes.yaml": policyRoutes("91s")})
+	st, err := env.WaitFor(waitCtx(t), func(s envoysim.State) bool { return routeTimeout(s) == 91*time.Second })
+	require.NoError(t, err)
+	onlyTheMarker(t, env, envBefore, st, resourcev3.RouteType)
+	require.Empty(t, st.Names(resourcev3.SecretType))
 
 	// With explicit consent, it serves them and says loudly what that
 	// means.
@@ -306,15 +323,42 @@ func TestServeSecretsOverPlaintext(t *testing.T) {
 	require.NotEmpty(t, allowed.XDS.Versions("egress")["secrets"])
 }
 
+// TestServeMTLSServesSecrets: over mutual TLS, the identity bound to a
+// gateway gets that gateway's secret, with its value; an identity bound to
+// another gateway is refused the gateway, and on its own gateway's stream
+// asking for the secret by name gets nothing.
 func TestServeMTLSServesSecrets(t *testing.T) {
 	p := newPKI(t)
-	inst, _ := startWith(t, p.mtlsConfig(writeSecretPolicies(t)))
+	dir := writeSecretPolicies(t)
+	inst, _ := startWith(t, p.mtlsConfig(dir))
 	c := connectTLS(t, inst, xdstest.ClientTLS(p.ca, p.ca.Client(t, []string{egressSPIFFE}, nil)), "vm-1", "egress", true)
 	c.Subscribe(resourcev3.SecretType, "credential/default/openai")
-	st, err := c.WaitFor(waitCtx(t), func(s envoysim.State) bool { return len(s.Names(resourcev3.SecretType)) == 1 })
+	_, err := c.WaitFor(waitCtx(t), func(s envoysim.State) bool {
+		return secretValue(s, "credential/default/openai") == "sk-test-not-real"
+	})
+	require.NoError(t, err, "the egress identity did not get the key's value")
+
+	// The identity of gateway "other" may not pose as egress...
+	wrong, err := dialTLS(t, inst, xdstest.ClientTLS(p.ca, p.ca.Client(t, nil, []string{otherDNS})), "vm-9", "egress", true)
 	require.NoError(t, err)
-	sec, _ := envoysim.Get[*tlsv3.Secret](st, "credential/default/openai")
-	require.NotNil(t, sec.GetGenericSecret())
+	err = streamEnd(t, wrong)
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.Empty(t, wrong.History())
+
+	// ...and on its own stream, naming egress's secret gets it nothing:
+	// after a marker change of its own gateway arrives, it still holds no
+	// secret and was sent none.
+	other := connectTLS(t, inst, xdstest.ClientTLS(p.ca, p.ca.Client(t, nil, []string{otherDNS})), "vm-9", "other", true)
+	_, err = other.WaitFor(waitCtx(t), complete("backend/default/anthropic"))
+	require.NoError(t, err)
+	other.Subscribe(resourcev3.SecretType, "credential/default/openai")
+	writePolicies(t, dir, map[string]string{"routes.yaml": strings.Replace(policyRoutes("60s"), "  - backendRefs: [{name: anthropic}]\n", "  - backendRefs: [{name: anthropic}]\n    timeouts: {request: 77s}\n", 1)})
+	ost, err := other.WaitFor(waitCtx(t), func(s envoysim.State) bool { return routeTimeout(s) == 77*time.Second })
+	require.NoError(t, err)
+	require.Empty(t, ost.Names(resourcev3.SecretType))
+	for _, r := range other.History() {
+		require.NotEqual(t, resourcev3.SecretType, r.TypeURL, "gateway other was sent a secret: %s", r)
+	}
 }
 
 func TestServeRefusesPlaintextOffLoopback(t *testing.T) {
