@@ -55,9 +55,15 @@ func TestGolden(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, inputs)
 	want := map[string]bool{}
+	ran := 0 // cases that ran to the end
 	for _, in := range inputs {
 		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
 		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if !t.Failed() && !t.Skipped() {
+					ran++
+				}
+			}()
 			files := map[string][]byte{}
 			cfg, errs := loadCase(t, in)
 			if len(errs) > 0 {
@@ -99,9 +105,14 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
-	// Orphans are only judged when every case ran: with -run, the outputs
-	// of the cases left out are not orphans.
-	if run := flag.Lookup("test.run"); run != nil && run.Value.String() != "" {
+	// Orphans are only judged when every case ran to the end: with a -run
+	// that selects some cases, the outputs of the others are not orphans,
+	// and a case that failed may not have listed all of its files. The
+	// subtests that ran decide, not the flag: -run TestGolden runs them all.
+	if ran != len(inputs) {
+		if ran > 0 && !t.Failed() {
+			t.Logf("orphaned goldens not checked: %d of %d cases ran", ran, len(inputs))
+		}
 		return
 	}
 	existing, err := filepath.Glob("testdata/out/*")
