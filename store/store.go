@@ -57,6 +57,11 @@ type Options struct {
 	// by (an expired CRL refuses the change, an expired certificate gets a
 	// condition); nil is time.Now. Tests fix it.
 	Now func() time.Time
+	// ReadMaterial, if set, reads the files policies refer to (keys,
+	// certificates) instead of the file system, so that fuzz tests can
+	// lower every policy kind in memory. Nil reads regular files, bounded
+	// by MaxMaterialSize.
+	ReadMaterial func(path string) ([]byte, error)
 }
 
 // Store merges the objects of every source and hands out the resolved
@@ -84,11 +89,14 @@ func (s *Store) MaterialFiles() []string {
 // loadMaterials reads every file and variable the policies refer to. This
 // is the only place tollgate reads secrets; their values go into the
 // Config and from there only into SDS resources.
-func loadMaterials(keys []string) model.Materials {
+func loadMaterials(keys []string, read func(string) ([]byte, error)) model.Materials {
+	if read == nil {
+		read = func(p string) ([]byte, error) { return readRegular(p, MaxMaterialSize) }
+	}
 	out := make(model.Materials, len(keys))
 	for _, k := range keys {
 		if p := model.MaterialPath(k); p != "" {
-			data, err := readRegular(p, MaxMaterialSize)
+			data, err := read(p)
 			if err != nil {
 				// The path is already in the message; keep the reason only.
 				var pe *fs.PathError
@@ -198,7 +206,7 @@ func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations) (*model.Confi
 	if cfg != nil {
 		checks = policies.ReverseDNSChecks(cfg)
 		violations = append(violations, policies.Lower(cfg, policies.Inputs{
-			Materials:  loadMaterials(keys),
+			Materials:  loadMaterials(keys, s.opts.ReadMaterial),
 			ReverseDNS: s.opts.DNS.results(checks),
 			Now:        now(),
 		})...)
