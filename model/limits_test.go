@@ -9,6 +9,9 @@ import (
 )
 
 func TestUnknownKeysPastTheCapComputeNoSuggestions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("decodes a 200,000-key document; skipped with -short")
+	}
 	var b strings.Builder
 	b.WriteString(backendDoc("  hostname: x.internal\n"))
 	for i := 0; i < 200_000; i++ {

@@ -135,6 +135,9 @@ func BenchmarkConvergence(b *testing.B) {
 // TestFleetConverges is the small, always-run version: 20 clients of both
 // protocols receive a change.
 func TestFleetConverges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load test (a fleet of 20 clients); skipped with -short")
+	}
 	f := startFleet(t, 20, 20, false)
 	f.converge(t, configWithTimeout(t, 20, "601s"), 601*time.Second)
 }
