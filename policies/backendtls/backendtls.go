@@ -351,6 +351,12 @@ func pemBlocks(data []byte) ([]*pem.Block, error) {
 
 // parseCertificates requires at least one certificate and nothing else.
 func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	return certificateBlocks(data, "only CERTIFICATE blocks belong in a CA bundle")
+}
+
+// certificateBlocks reads certificates only, each block decodable and each
+// DER a certificate; a block of another type is refused with why.
+func certificateBlocks(data []byte, onlyCertificates string) ([]*x509.Certificate, error) {
 	blocks, err := pemBlocks(data)
 	if err != nil {
 		return nil, err
@@ -358,7 +364,7 @@ func parseCertificates(data []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	for _, block := range blocks {
 		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("contains a %q block; only CERTIFICATE blocks belong in a CA bundle", block.Type)
+			return nil, fmt.Errorf("contains a %q block; %s", block.Type, onlyCertificates)
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
@@ -408,23 +414,5 @@ func hasCRLFor(crls []*x509.RevocationList, ca *x509.Certificate) bool {
 // parseClientChain checks a client certificate file: certificates only
 // (leaf first), each block decodable and each DER a certificate.
 func parseClientChain(data []byte) ([]*x509.Certificate, error) {
-	blocks, err := pemBlocks(data)
-	if err != nil {
-		return nil, err
-	}
-	var out []*x509.Certificate
-	for _, block := range blocks {
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("contains a %q block; only the certificate chain belongs here (the key goes in privateKey)", block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %v", len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no PEM certificate found")
-	}
-	return out, nil
+	return certificateBlocks(data, "only the certificate chain belongs here (the key goes in privateKey)")
 }
