@@ -16,11 +16,24 @@ var benchSizes = []int{100, 1000, 10000}
 
 func benchConfig(b *testing.B, routes int) *model.Config {
 	b.Helper()
-	objs, errs := policies.NewScheme().Decode("bench.yaml", modeltest.GenerateYAML(routes))
-	require.Empty(b, errs)
+	objs := decodeGenerated(b, routes)
 	cfg, errs := model.BuildConfig(objs, model.Settings{})
 	require.Empty(b, errs)
 	return cfg
+}
+
+// decodeGenerated decodes a generated policy set of n routes, kept in
+// files of at most 1 MiB as policy files must be.
+func decodeGenerated(b *testing.B, n int) []model.Object {
+	b.Helper()
+	scheme := policies.NewScheme()
+	var objs []model.Object
+	for _, f := range modeltest.GenerateFiles(n) {
+		o, errs := scheme.Decode(f.Name, f.Data)
+		require.Empty(b, errs)
+		objs = append(objs, o...)
+	}
+	return objs
 }
 
 // BenchmarkTranslate measures model.Config → Envoy resources.
@@ -61,15 +74,23 @@ func BenchmarkValidate(b *testing.B) {
 func BenchmarkDecodeAndResolve(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
-			data := modeltest.GenerateYAML(n)
+			files := modeltest.GenerateFiles(n)
 			scheme := policies.NewScheme()
-			b.SetBytes(int64(len(data)))
+			var size int64
+			for _, f := range files {
+				size += int64(len(f.Data))
+			}
+			b.SetBytes(size)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				objs, errs := scheme.Decode("bench.yaml", data)
-				if len(errs) > 0 {
-					b.Fatal(errs)
+				var objs []model.Object
+				for _, f := range files {
+					o, errs := scheme.Decode(f.Name, f.Data)
+					if len(errs) > 0 {
+						b.Fatal(errs)
+					}
+					objs = append(objs, o...)
 				}
 				if _, errs := model.BuildConfig(objs, model.Settings{}); len(errs) > 0 {
 					b.Fatal(errs)

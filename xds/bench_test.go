@@ -15,11 +15,24 @@ import (
 
 func benchConfig(b *testing.B, n int) *model.Config {
 	b.Helper()
-	objs, errs := policies.NewScheme().Decode("bench.yaml", modeltest.GenerateYAML(n))
-	require.Empty(b, errs)
+	objs := decodeGenerated(b, n)
 	cfg, errs := model.BuildConfig(objs, model.Settings{})
 	require.Empty(b, errs)
 	return cfg
+}
+
+// decodeGenerated decodes a generated policy set of n routes, kept in
+// files of at most 1 MiB as policy files must be.
+func decodeGenerated(b *testing.B, n int) []model.Object {
+	b.Helper()
+	scheme := policies.NewScheme()
+	var objs []model.Object
+	for _, f := range modeltest.GenerateFiles(n) {
+		o, errs := scheme.Decode(f.Name, f.Data)
+		require.Empty(b, errs)
+		objs = append(objs, o...)
+	}
+	return objs
 }
 
 // BenchmarkApply measures a first publication: translate, the deep check

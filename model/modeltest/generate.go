@@ -80,3 +80,42 @@ spec:
   parentRefs: [{name: egress}]
   rules: [{backendRefs: [{name: openai}]}]
 `
+
+// File is one generated policy file.
+type File struct {
+	Name string
+	Data []byte
+}
+
+// maxGeneratedFile keeps generated files well below the size tollgate
+// accepts for one policy file.
+const maxGeneratedFile = 1 << 20
+
+// GenerateFiles is GenerateYAML(n) split into files of at most 1 MiB, at
+// document boundaries, as an operator with that many objects would keep
+// them.
+func GenerateFiles(n int) []File {
+	sep := []byte("\n---\n")
+	docs := bytes.Split(GenerateYAML(n), sep)
+	var files []File
+	var cur bytes.Buffer
+	flush := func() {
+		if cur.Len() > 0 {
+			cur.WriteByte('\n')
+			files = append(files, File{Name: fmt.Sprintf("generated-%03d.yaml", len(files)), Data: bytes.Clone(cur.Bytes())})
+			cur.Reset()
+		}
+	}
+	for _, d := range docs {
+		d = bytes.TrimRight(d, "\n")
+		if cur.Len() > 0 && cur.Len()+len(sep)+len(d) > maxGeneratedFile {
+			flush()
+		}
+		if cur.Len() > 0 {
+			cur.Write(sep)
+		}
+		cur.Write(d)
+	}
+	flush()
+	return files
+}
