@@ -94,6 +94,9 @@ type GatewayConfig struct {
 type ListenerConfig struct {
 	Listener
 	Routes []*RouteConfig
+	// Identity is how the SPIFFE IDs of the workloads this listener
+	// verifies name them (the zero value is DefaultIdentityPattern).
+	Identity IdentityPattern
 }
 
 // RouteConfig is an HTTPRoute with its references resolved.
