@@ -97,6 +97,8 @@ type ListenerConfig struct {
 	// Identity is how the SPIFFE IDs of the workloads this listener
 	// verifies name them (the zero value is DefaultIdentityPattern).
 	Identity IdentityPattern
+	// TLS is set for an HTTPS listener.
+	TLS *ListenerTLSConfig
 }
 
 // RouteConfig is an HTTPRoute with its references resolved.
@@ -387,7 +389,7 @@ func BuildConfigWithInvalid(objs []Object, settings Settings, invalid map[Ref]bo
 		case *Gateway:
 			gc := &GatewayConfig{Ref: RefOf(o), Gateway: o}
 			for _, l := range o.Spec.Listeners {
-				gc.Listeners = append(gc.Listeners, &ListenerConfig{Listener: l})
+				gc.Listeners = append(gc.Listeners, &ListenerConfig{Listener: l, TLS: resolveListenerTLS(gc.Ref, l), Identity: listenerIdentity(l)})
 			}
 			gateways[gc.Ref] = gc
 			cfg.Gateways = append(cfg.Gateways, gc)

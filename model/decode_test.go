@@ -245,7 +245,7 @@ func TestDecodeViolations(t *testing.T) {
 		{
 			name: "unknown field in a list item of a namespaced object",
 			yaml: "apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  listeners:\n  - {name: http, port: 80, protocol: HTTP, hostname: x}\n",
-			want: []string{`policy.yaml:6: Gateway/infra/gw: spec.listeners[0].hostname: unknown field "hostname" (known fields: address, name, port, protocol)`},
+			want: []string{`policy.yaml:6: Gateway/infra/gw: spec.listeners[0].hostname: unknown field "hostname" (known fields: address, name, port, protocol, tls)`},
 		},
 
 		// ---- wrong types ----
@@ -466,10 +466,10 @@ func TestDecodeViolations(t *testing.T) {
 				`policy.yaml:11: Gateway/gw: spec.listeners[0].protocol: is set twice`,
 				`policy.yaml:12: Gateway/gw: spec.listeners[1].name: "http" is already used by spec.listeners[0]`,
 				// The misspelt key leaves protocol unset.
-				`policy.yaml:12: Gateway/gw: spec.listeners[1].protocol: is required: use HTTP`,
+				`policy.yaml:12: Gateway/gw: spec.listeners[1].protocol: is required: use HTTP or HTTPS`,
 				`policy.yaml:14: Gateway/gw: spec.listeners[1].protocl: unknown field "protocl" (did you mean "protocol"?)`,
 				`policy.yaml:15: Gateway/gw: spec.listeners[2].name: "Admin" must be lowercase letters, digits and '-', at most 63 characters`,
-				`policy.yaml:17: Gateway/gw: spec.listeners[2].protocol: "TCP" is not supported: use HTTP`,
+				`policy.yaml:17: Gateway/gw: spec.listeners[2].protocol: "TCP" is not supported: use HTTP or HTTPS`,
 			},
 		},
 		{
@@ -479,7 +479,7 @@ func TestDecodeViolations(t *testing.T) {
 				"---\n" + routeDoc("  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: be, wieght: 2}]\n") +
 				"---\n" + "apiVersion: tollgate.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\n",
 			want: []string{
-				`policy.yaml:6: Gateway/gw: spec.listeners[0].tls: unknown field "tls" (known fields: address, name, port, protocol)`,
+				`policy.yaml:6: Gateway/gw: spec.listeners[0].tls: must be a mapping, got boolean true`,
 				`policy.yaml:22: HTTPRoute/rt: spec.rules[0].backendRefs[0].wieght: unknown field "wieght" (did you mean "weight"?)`,
 				`policy.yaml:25: kind: "Policy" is not a known kind: use one of Backend, Gateway, HTTPRoute`,
 			},
@@ -579,8 +579,8 @@ func TestDecodeViolations(t *testing.T) {
     protocol: HTTP
 `),
 			want: []string{
-				`policy.yaml:7: Gateway/gw: spec.listeners[0].protocol: is required: use HTTP`,
-				`policy.yaml:11: Gateway/gw: spec.listeners[1].protocol: "HTTPS" is not supported: use HTTP`,
+				`policy.yaml:7: Gateway/gw: spec.listeners[0].protocol: is required: use HTTP or HTTPS`,
+				`policy.yaml:9: Gateway/gw: spec.listeners[1].tls: is required with protocol: HTTPS: set certificate and privateKey, or spiffe`,
 				`policy.yaml:12: Gateway/gw: spec.listeners[2].port: is required: a port between 1 and 65535`,
 				`policy.yaml:13: Gateway/gw: spec.listeners[2].address: "localhost" must be an IP address`,
 			},

@@ -42,6 +42,12 @@ type ParentHopTLS struct {
 	// mutual TLS, or empty.
 	CertificateFile string
 	PrivateKeyFile  string
+	// SPIFFEID is the parent's SPIFFE ID when the hop uses SVIDs from the
+	// child's SPIRE agent: SVIDName is presented, and the parent is
+	// verified against the agent's bundle Bundle (its trust domain's).
+	SPIFFEID string
+	SVIDName string
+	Bundle   string
 }
 
 // HasHostname reports whether some address is a DNS name, which Envoy
@@ -131,6 +137,8 @@ func (c *Config) resolveHop(g *GatewayConfig, gateways map[Ref]*GatewayConfig, v
 	}
 	if t := pr.TLS; t != nil {
 		hop.TLS = resolveHopTLS(g, ref, hop, v)
+	} else if pr.Port == 0 && hop.Listener.TLS != nil {
+		v.Errorf("spec.parentRef.tls", "is required: %s listener %q is HTTPS; set tls (spiffe, or caFile and the client certificate files)", ref, hop.Listener.Name)
 	}
 	return hop
 }
@@ -138,12 +146,23 @@ func (c *Config) resolveHop(g *GatewayConfig, gateways map[Ref]*GatewayConfig, v
 func resolveHopTLS(g *GatewayConfig, ref Ref, hop *ParentHop, v *Validator) *ParentHopTLS {
 	pr := g.Gateway.Spec.ParentRef
 	t := pr.TLS
-	if pr.Port == 0 {
-		// Gateway listeners accept plain HTTP (the only listener protocol
-		// today), so TLS to the listener itself would fail every handshake.
-		v.Errorf("spec.parentRef.tls", "%s listener %q accepts plain HTTP: TLS to the parent ends at a TLS terminator in front of it; set spec.parentRef.port to the terminator's port", ref, hop.Listener.Name)
+	lt := hop.Listener.TLS
+	if pr.Port == 0 && lt == nil {
+		// TLS to a plain HTTP listener would fail every handshake.
+		v.Errorf("spec.parentRef.tls", "%s listener %q accepts plain HTTP: make it protocol: HTTPS, or, for a TLS terminator in front of it, set spec.parentRef.port to the terminator's port", ref, hop.Listener.Name)
+	}
+	if pr.Port == 0 && lt != nil && lt.Client != nil && lt.Client.Require && t.SPIFFE == nil && t.CertificateFile == "" {
+		v.Errorf("spec.parentRef.tls", "%s listener %q requires a client certificate: set spiffe (this gateway's SVID) or certificateFile and privateKeyFile", ref, hop.Listener.Name)
 	}
 	out := &ParentHopTLS{SNI: t.Hostname, CAFile: t.CAFile, CertificateFile: t.CertificateFile, PrivateKeyFile: t.PrivateKeyFile}
+	if sp := t.SPIFFE; sp != nil {
+		td, _ := SPIFFETrustDomain(sp.ID)
+		out.SPIFFEID, out.SVIDName, out.Bundle = sp.ID, sp.SVIDName, "spiffe://"+td
+		if out.SVIDName == "" {
+			out.SVIDName = SPIREDefaultSVIDName
+		}
+		out.SANs = []SAN{{Type: "URI", Value: sp.ID}}
+	}
 	if out.SNI == "" {
 		for _, a := range hop.Addresses {
 			if a.Hostname != "" {
@@ -152,7 +171,7 @@ func resolveHopTLS(g *GatewayConfig, ref Ref, hop *ParentHop, v *Validator) *Par
 			}
 		}
 	}
-	if out.SNI == "" && len(t.SubjectAltNames) == 0 && len(hop.Addresses) > 0 {
+	if out.SNI == "" && len(t.SubjectAltNames) == 0 && t.SPIFFE == nil && len(hop.Addresses) > 0 {
 		v.Errorf("spec.parentRef.tls.hostname", "is required: %s has IP addresses only; name the DNS name its certificate carries", ref)
 	}
 	for _, san := range t.SubjectAltNames {

@@ -133,6 +133,22 @@ type ParentTLS struct {
 	// first, then intermediates) and key for mutual TLS.
 	CertificateFile string `yaml:"certificateFile,omitempty"`
 	PrivateKeyFile  string `yaml:"privateKeyFile,omitempty"`
+	// SPIFFE secures the hop with SPIFFE identities from the child Envoys'
+	// SPIRE agents instead of files: the child presents its own SVID and
+	// accepts only the parent's SPIFFE ID, verified against its trust
+	// domain's bundle. Excludes the file and subjectAltNames fields.
+	SPIFFE *ParentSPIFFE `yaml:"spiffe,omitempty"`
+}
+
+// ParentSPIFFE is mutual TLS to the parent with SVIDs.
+type ParentSPIFFE struct {
+	// ID is the parent's SPIFFE ID, e.g.
+	// spiffe://corp.example/gateway/inference; its trust domain names the
+	// bundle asked of the agent.
+	ID string `yaml:"id"`
+	// SVIDName is the agent's SDS name of the SVID the child presents;
+	// default "default".
+	SVIDName string `yaml:"svidName,omitempty"`
 }
 
 // ParentSAN is a subject alternative name the parent's certificate may
@@ -161,8 +177,12 @@ type Listener struct {
 	Address string `yaml:"address,omitempty"`
 	// Port to bind, 1–65535.
 	Port uint32 `yaml:"port"`
-	// Protocol is HTTP (plain HTTP from workloads).
+	// Protocol is HTTP (plain HTTP from workloads) or HTTPS (TLS, with
+	// optional client certificate verification: see TLS).
 	Protocol string `yaml:"protocol"`
+	// TLS is the server certificate and client validation of an HTTPS
+	// listener (see listenertls.go).
+	TLS *ListenerTLS `yaml:"tls,omitempty"`
 }
 
 // Validate implements Object.
@@ -223,13 +243,7 @@ func (g *Gateway) Validate(v *Validator) {
 		} else {
 			ports[addr] = i
 		}
-		switch l.Protocol {
-		case "HTTP":
-		case "":
-			v.Errorf(p+".protocol", "is required: use HTTP")
-		default:
-			v.Errorf(p+".protocol", "%q is not supported: use HTTP", l.Protocol)
-		}
+		validateListenerProtocol(v, p, l)
 	}
 }
 
@@ -261,6 +275,14 @@ func validateGatewayParentRef(v *Validator, p *GatewayParentRef) {
 	}
 	if (t.CertificateFile == "") != (t.PrivateKeyFile == "") {
 		v.Errorf("spec.parentRef.tls", "certificateFile and privateKeyFile go together (mutual TLS needs both)")
+	}
+	if sp := t.SPIFFE; sp != nil {
+		if t.CAFile != "" || t.CertificateFile != "" || t.PrivateKeyFile != "" || len(t.SubjectAltNames) > 0 {
+			v.Errorf("spec.parentRef.tls.spiffe", "excludes caFile, certificateFile, privateKeyFile and subjectAltNames: the agent provides the bundle and the SVID, and the parent's SPIFFE ID is the SAN")
+		}
+		if _, ok := SPIFFETrustDomain(sp.ID); !ok || strings.HasSuffix(sp.ID, "/") || strings.ContainsAny(sp.ID, "?#*") {
+			v.Errorf("spec.parentRef.tls.spiffe.id", "%q must be a SPIFFE ID: spiffe://<trust domain>/<path>, e.g. spiffe://corp.example/gateway/inference", sp.ID)
+		}
 	}
 	for i, san := range t.SubjectAltNames {
 		sp := fmt.Sprintf("spec.parentRef.tls.subjectAltNames[%d]", i)

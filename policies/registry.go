@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies/credentialinjector"
 	"github.com/tollgate-dev/tollgate/policies/dnspolicy"
 	"github.com/tollgate-dev/tollgate/policies/egresspolicy"
+	"github.com/tollgate-dev/tollgate/policies/gatewaytls"
 	"github.com/tollgate-dev/tollgate/policies/guardrails"
 	"github.com/tollgate-dev/tollgate/policies/policy"
 	"github.com/tollgate-dev/tollgate/policies/qoscontroller"
@@ -85,6 +86,9 @@ func Lower(cfg *model.Config, in Inputs) model.Violations {
 	if now.IsZero() {
 		now = time.Now()
 	}
+	// Gateway listener files are the Gateway's own, not a policy's: they
+	// are lowered first, so policies see the listeners' TLS.
+	errs = append(errs, gatewaytls.Lower(cfg, in.Materials, now)...)
 	idx := policy.NewIndex(cfg)
 	for _, k := range Kinds {
 		claimed := map[model.Ref]model.Ref{} // target → winning policy

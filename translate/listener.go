@@ -22,16 +22,23 @@ func Listener(cfg *model.Config, l *model.ListenerConfig) (*listenerv3.Listener,
 	if err != nil {
 		return nil, err
 	}
+	chain := &listenerv3.FilterChain{
+		Filters: []*listenerv3.Filter{{
+			Name:       wellknown.HTTPConnectionManager,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+		}},
+	}
+	if l.TLS != nil {
+		// HTTPS: see listenertls.go.
+		if chain.TransportSocket, err = DownstreamTLSTransportSocket(l); err != nil {
+			return nil, err
+		}
+	}
 	return &listenerv3.Listener{
 		Name:             ListenerName(l),
 		Address:          socketAddress(l.BindAddress(), l.Port),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{
-				Name:       wellknown.HTTPConnectionManager,
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
-			}},
-		}},
+		FilterChains:     []*listenerv3.FilterChain{chain},
 	}, nil
 }
 
@@ -46,7 +53,7 @@ func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager
 			RouteConfigName: RouteConfigName(l),
 		}},
 		HttpFilters: httpFilters(l),
-		AccessLog:   []*accesslogv3.AccessLog{stdoutAccessLog()},
+		AccessLog:   []*accesslogv3.AccessLog{stdoutAccessLog(l.TLS != nil && l.TLS.Client != nil)},
 		// Workloads talk to the gateway directly, so the peer address is
 		// the client. The gateway does not append it to X-Forwarded-For:
 		// internal addresses have no business reaching a provider.
@@ -58,6 +65,9 @@ func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager
 		NormalizePath:     wrapperspb.Bool(true),
 		MergeSlashes:      true,
 		GenerateRequestId: wrapperspb.Bool(true),
+		// A workload's own x-forwarded-client-cert never passes: the
+		// verified identity is the peer certificate, carried in no header.
+		ForwardClientCertDetails: hcmv3.HttpConnectionManager_SANITIZE,
 	}
 }
 
@@ -111,10 +121,18 @@ var accessLogFields = map[string]string{
 	"user_agent":            "%REQ(USER-AGENT)%",
 }
 
-func stdoutAccessLog() *accesslogv3.AccessLog {
-	fields := make(map[string]*structpb.Value, len(accessLogFields))
+// ClientIdentityLogField is the access log field of a listener that
+// verifies client certificates: the URI SAN of the verified certificate (a
+// workload's SPIFFE ID), "-" when the client presented none.
+const ClientIdentityLogField = "client_identity"
+
+func stdoutAccessLog(clientIdentity bool) *accesslogv3.AccessLog {
+	fields := make(map[string]*structpb.Value, len(accessLogFields)+1)
 	for k, v := range accessLogFields {
 		fields[k] = structpb.NewStringValue(v)
+	}
+	if clientIdentity {
+		fields[ClientIdentityLogField] = structpb.NewStringValue("%DOWNSTREAM_PEER_URI_SAN%")
 	}
 	cfg := mustAny(&streamv3.StdoutAccessLog{
 		AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{

@@ -80,3 +80,20 @@ const ForwardedRouteHeader = "x-tollgate-route"
 func ForwardedRouteValue(r *model.RouteConfig) string {
 	return r.Ref.Namespace + "/" + r.Ref.Name
 }
+
+// SPIREAgentCluster is the static bootstrap cluster (rendered by tollgate
+// bootstrap --spiffe-socket) through which an Envoy reaches its local SPIRE
+// agent's SDS: its own SVID and the trust bundles.
+const SPIREAgentCluster = "spire_agent"
+
+// ListenerCertSecretName names the SDS TLS certificate (from files) an
+// HTTPS listener presents.
+func ListenerCertSecretName(t *model.ListenerTLSConfig, l *model.ListenerConfig) string {
+	return "listener-tls/" + t.Gateway.Namespace + "/" + t.Gateway.Name + "/" + l.Name
+}
+
+// ListenerValidationSecretName names the SDS validation context (a CA
+// bundle from a file) an HTTPS listener verifies clients with.
+func ListenerValidationSecretName(t *model.ListenerTLSConfig, l *model.ListenerConfig) string {
+	return "listener-validation/" + t.Gateway.Namespace + "/" + t.Gateway.Name + "/" + l.Name
+}

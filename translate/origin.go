@@ -54,6 +54,12 @@ func Origin(cfg *model.Config, gateway, typeURL, name string) []model.Ref {
 		if b := o.findBackend(rest); b != nil && b.TLSPolicy != nil {
 			o.add(b.TLSPolicy.Policy)
 		}
+	case "listener-tls", "listener-validation":
+		// <namespace>/<gateway>/<listener>: the Gateway names the files.
+		parts := strings.Split(rest, "/")
+		if len(parts) == 3 && o.gw != nil && o.gw.Ref.Namespace == parts[0] && o.gw.Ref.Name == parts[1] && o.listener(parts[2]) != nil {
+			o.add(o.gw.Ref)
+		}
 	case "failover":
 		o.failover(name)
 	case "parent":
@@ -105,6 +111,8 @@ var resourceKinds = map[string][]string{
 	"oauth2-client-secret": {"Secret"},
 	"tls-validation":       {"Secret"},
 	"tls-client":           {"Secret"},
+	"listener-tls":         {"Secret"},
+	"listener-validation":  {"Secret"},
 }
 
 func (o *origins) typeFits(kind, typeURL string) bool {

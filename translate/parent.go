@@ -57,6 +57,7 @@ func translateChild(cfg *model.Config, g *model.GatewayConfig) (*GatewayResource
 			return nil, err
 		}
 		gr.Listeners = append(gr.Listeners, lis)
+		gr.Secrets = append(gr.Secrets, ListenerSecrets(l)...)
 		rc, err := RouteConfiguration(g, l)
 		if err != nil {
 			return nil, err
@@ -73,14 +74,16 @@ func translateChild(cfg *model.Config, g *model.GatewayConfig) (*GatewayResource
 	}
 	sort.Slice(gr.Listeners, func(i, j int) bool { return gr.Listeners[i].Name < gr.Listeners[j].Name })
 	sort.Slice(gr.Routes, func(i, j int) bool { return gr.Routes[i].Name < gr.Routes[j].Name })
+	sort.Slice(gr.Secrets, func(i, j int) bool { return gr.Secrets[i].Name < gr.Secrets[j].Name })
 	return gr, nil
 }
 
 // ChildRoute is one match of a rule at a Parent-mode gateway: it forwards
 // to the parent and names the route it matched, overwriting whatever value
 // of ForwardedRouteHeader the workload sent. Source restrictions
-// (EgressPolicy allowedSources) are checked here, where the workload is
-// the peer; the parent only sees the child's Envoys.
+// (EgressPolicy allowedSources) and ExternalAuth rules are checked here,
+// where the workload is the peer (RouteConfiguration adds them, see
+// externalauth.go); the parent only sees the child's Envoys.
 func ChildRoute(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, matchIndex int) (*routev3.Route, error) {
 	route := &routev3.Route{
 		Name:   RouteName(r, rule, matchIndex),
@@ -205,7 +208,25 @@ func ParentLoadAssignment(g *model.GatewayConfig) *endpointv3.ClusterLoadAssignm
 // ParentTLSContext originates TLS to the parent. The files are paths on
 // the child's Envoy hosts, read by Envoy: tollgate never holds the child's
 // private key, so nothing secret travels over xDS for the hop.
+//
+// With SPIFFE, the child presents its own SVID and checks the parent's
+// SPIFFE ID against its trust domain's bundle, both from the child Envoy's
+// SPIRE agent (see listenertls.go): nothing secret travels over xDS either.
 func ParentTLSContext(cfg *model.Config, t *model.ParentHopTLS) *tlsv3.UpstreamTlsContext {
+	if t.SPIFFEID != "" {
+		return &tlsv3.UpstreamTlsContext{
+			Sni: t.SNI,
+			CommonTlsContext: &tlsv3.CommonTlsContext{
+				TlsParams:                      tlsParams(""),
+				AlpnProtocols:                  alpn(model.ProtocolAuto),
+				TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{spireSDSConfig(t.SVIDName)},
+				ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sanMatchers(t.SANs)},
+					ValidationContextSdsSecretConfig: spireSDSConfig(t.Bundle),
+				}},
+			},
+		}
+	}
 	ca := t.CAFile
 	if ca == "" {
 		ca = cfg.Settings.SystemCABundle

@@ -97,6 +97,7 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 			return nil, err
 		}
 		gr.Listeners = append(gr.Listeners, lis)
+		gr.Secrets = append(gr.Secrets, ListenerSecrets(l)...)
 		rc, err := RouteConfiguration(g, l)
 		if err != nil {
 			return nil, err

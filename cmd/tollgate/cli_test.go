@@ -74,10 +74,10 @@ func TestServeRequiresPolicies(t *testing.T) {
 
 func TestServeRefusesInvalidPolicies(t *testing.T) {
 	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: g}\nspec: {listeners: [{name: h, port: 80, protocol: HTTP, tls: true}]}\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: g}\nspec: {listeners: [{name: h, port: 80, protocol: HTTP, tsl: true}]}\n"), 0o644))
 	code, _, errOut := cli(t, "serve", "--policies", dir, "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
 	require.Equal(t, 1, code)
-	require.Contains(t, errOut, "bad.yaml:4: Gateway/g: spec.listeners[0].tls: unknown field \"tls\"")
+	require.Contains(t, errOut, "bad.yaml:4: Gateway/g: spec.listeners[0].tsl: unknown field \"tsl\"")
 }
 
 // TestValidateBrokenCorpus runs validate on a directory with one of each

@@ -416,3 +416,13 @@ func hasCRLFor(crls []*x509.RevocationList, ca *x509.Certificate) bool {
 func parseClientChain(data []byte) ([]*x509.Certificate, error) {
 	return certificateBlocks(data, "only the certificate chain belongs here (the key goes in privateKey)")
 }
+
+// ParseCABundle reads a PEM bundle of CA certificates as strictly as
+// Envoy does, for other files of CAs (a gateway listener's client CA).
+func ParseCABundle(data []byte) ([]*x509.Certificate, error) { return parseCertificates(data) }
+
+// ParseCertificateChain reads a PEM certificate chain (leaf first), for
+// other certificate files (a gateway listener's server certificate).
+func ParseCertificateChain(data []byte) ([]*x509.Certificate, error) {
+	return certificateBlocks(data, "only the certificate chain belongs here (the key goes in privateKey)")
+}
