@@ -110,6 +110,9 @@ type RouteConfig struct {
 	// Retry overrides the gateway's retry defaults, field by field
 	// (GuardRailsPolicy backoff on the route).
 	Retry *RetrySettings
+	// ExternalAuth admits or refuses clients of the route; nil means no
+	// ExternalAuth targets it (see externalauth.go).
+	ExternalAuth *ExternalAuthSettings
 }
 
 // RetrySettings say when and how a gateway retries. Unset fields fall back
@@ -170,7 +173,7 @@ type RuleConfig struct {
 	// AllowedSources lists, per restricted backend of the rule, the CIDRs a
 	// client must come from: a request may reach any backend of the rule, so
 	// it must satisfy all of them.
-	AllowedSources [][]string
+	AllowedSources []SourceRestriction
 }
 
 // WeightedBackend is a resolved backendRef.

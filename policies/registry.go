@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies/credentialinjector"
 	"github.com/tollgate-dev/tollgate/policies/dnspolicy"
 	"github.com/tollgate-dev/tollgate/policies/egresspolicy"
+	"github.com/tollgate-dev/tollgate/policies/externalauth"
 	"github.com/tollgate-dev/tollgate/policies/gatewaytls"
 	"github.com/tollgate-dev/tollgate/policies/guardrails"
 	"github.com/tollgate-dev/tollgate/policies/policy"
@@ -33,6 +34,9 @@ var Kinds = []policy.Kind{
 	qoscontroller.Kind,
 	dnspolicy.Kind,
 	guardrails.Kind,
+	// Last: it reads the backends of authorization services as the kinds
+	// above left them, and attaches to routes only.
+	externalauth.Kind,
 }
 
 // NewScheme returns a scheme that decodes the core kinds and every policy

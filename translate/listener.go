@@ -5,7 +5,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
-	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -52,6 +51,9 @@ func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager
 			ConfigSource:    adsConfigSource(),
 			RouteConfigName: RouteConfigName(l),
 		}},
+		// The JSON body of access control refusals (externalauth.go).
+		LocalReplyConfig: localReplyConfig(l),
+
 		HttpFilters: httpFilters(l),
 		AccessLog:   []*accesslogv3.AccessLog{stdoutAccessLog(l.TLS != nil && l.TLS.Client != nil)},
 		// Workloads talk to the gateway directly, so the peer address is
@@ -71,17 +73,14 @@ func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager
 	}
 }
 
-// httpFilters is the listener's filter chain, router last. The RBAC filter
-// is there only when a route restricts its sources; its listener-level
-// config enforces nothing, each route brings its own.
+// httpFilters is the listener's filter chain, in the pipeline's order
+// (DESIGN.md, "One pipeline order"); this is the one place that order is
+// written down. Identity and access control come first (externalauth.go:
+// RBAC, then ext_authz), so that nothing runs for a client that is refused;
+// the router is last.
 func httpFilters(l *model.ListenerConfig) []*hcmv3.HttpFilter {
 	var filters []*hcmv3.HttpFilter
-	if needsRBAC(l) {
-		filters = append(filters, &hcmv3.HttpFilter{
-			Name:       filterRBAC,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbacfilterv3.RBAC{})},
-		})
-	}
+	filters = append(filters, accessFilters(l)...)
 	return append(filters, routerFilter())
 }
 

@@ -71,6 +71,12 @@ func ParentClusterName(parent model.Ref) string {
 	return "parent/" + parent.Namespace + "/" + parent.Name
 }
 
+// ExtAuthzFilterName names the ext_authz HTTP filter of an ExternalAuth's
+// authorization service; its routes enable it under this name.
+func ExtAuthzFilterName(policy model.Ref) string {
+	return filterExtAuthz + "/" + policy.Namespace + "/" + policy.Name
+}
+
 // ForwardedRouteHeader carries, from a Parent-mode gateway to its parent,
 // the route the child matched.
 const ForwardedRouteHeader = "x-tollgate-route"

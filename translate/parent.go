@@ -96,7 +96,7 @@ func ChildRoute(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleCo
 		// A large prompt can still be retried on another parent Envoy.
 		RequestBodyBufferLimit: wrapperspb.UInt64(DefaultBufferLimit),
 	}
-	return route, restrictSources(route, rule)
+	return route, nil
 }
 
 // ParentRouteAction sends a rule's traffic to the parent. The Host header

@@ -4,8 +4,6 @@ import (
 	"net"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
-	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate-dev/tollgate/model"
@@ -13,36 +11,17 @@ import (
 
 const filterRBAC = "envoy.filters.http.rbac"
 
+// needsRBAC reports whether a route of the listener restricts its clients
+// (see externalauth.go).
 func needsRBAC(l *model.ListenerConfig) bool {
 	for _, r := range l.Routes {
 		for _, rule := range r.Rules {
-			if len(rule.AllowedSources) > 0 {
+			if needsAccessRBAC(r, rule) {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-// SourceRBAC allows a route only to clients whose address (the connection's
-// peer: workloads talk to the gateway directly) is in every set of CIDRs;
-// others get 403. Each set comes from one backend's EgressPolicy.
-func SourceRBAC(sets [][]string) *rbacfilterv3.RBACPerRoute {
-	var all []*rbacv3.Principal
-	for _, cidrs := range sets {
-		var any []*rbacv3.Principal
-		for _, c := range cidrs {
-			any = append(any, &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidrRange(c)}})
-		}
-		all = append(all, &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: any}}})
-	}
-	return &rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: &rbacv3.RBAC{
-		Action: rbacv3.RBAC_ALLOW,
-		Policies: map[string]*rbacv3.Policy{"allowed-sources": {
-			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
-			Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: all}}}},
-		}},
-	}}}
 }
 
 func cidrRange(c string) *corev3.CidrRange {

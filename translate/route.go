@@ -6,7 +6,6 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -60,6 +59,10 @@ func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*route
 		for _, e := range entries {
 			route, err := build(g, e.route, e.rule, e.match, e.matchIndex)
 			if err != nil {
+				return nil, err
+			}
+			// Who may use the route (externalauth.go).
+			if err := applyAccess(route, l, e.route, e.rule); err != nil {
 				return nil, err
 			}
 			vh.Routes = append(vh.Routes, route)
@@ -163,7 +166,7 @@ func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig,
 	} else {
 		route.Action = &routev3.Route_DirectResponse{DirectResponse: UnavailableResponse(rule)}
 	}
-	return route, restrictSources(route, rule)
+	return route, nil
 }
 
 // stripCredentialsAtRoute lists the workload credential headers a route
@@ -181,20 +184,6 @@ func stripCredentialsAtRoute(served []model.WeightedBackend) []string {
 		}
 	}
 	return model.WorkloadCredentialHeaders
-}
-
-// restrictSources adds the rule's source restriction (EgressPolicy
-// allowedSources), if any, to the route as per-route RBAC.
-func restrictSources(route *routev3.Route, rule *model.RuleConfig) error {
-	if len(rule.AllowedSources) == 0 {
-		return nil
-	}
-	rbac, err := toAny(SourceRBAC(rule.AllowedSources))
-	if err != nil {
-		return err
-	}
-	route.TypedPerFilterConfig = map[string]*anypb.Any{filterRBAC: rbac}
-	return nil
 }
 
 // RouteMatch builds an Envoy match from a rule's match.

@@ -104,6 +104,9 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 		}
 		StripForwardedRoute(g, rc)
 		gr.Routes = append(gr.Routes, rc)
+		for _, b := range AuthServiceBackends(l) {
+			used[b.Ref] = b // ExternalAuth services (externalauth.go)
+		}
 		for _, r := range l.Routes {
 			for _, rule := range r.Rules {
 				for _, t := range Targets(rule) {

@@ -160,7 +160,7 @@ func finish(cfg *model.Config, idx *policy.Index) {
 					idle = it
 				}
 				if len(e.AllowedSourceCIDRs) > 0 {
-					rule.AllowedSources = append(rule.AllowedSources, e.AllowedSourceCIDRs)
+					rule.AllowedSources = append(rule.AllowedSources, model.SourceRestriction{Policy: *e.Policy, CIDRs: e.AllowedSourceCIDRs})
 				}
 			}
 			if !rule.TimeoutSet && anyReq {
