@@ -3,14 +3,14 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 POLICIES    ?= examples/quickstart
 
-.PHONY: run test test-short lint bench golden build clean
+.PHONY: run test test-short lint bench golden build clean spire
 
 ## run: serve examples/quickstart (xDS on 127.0.0.1:18000, admin on 127.0.0.1:19000)
 run:
 	$(GO) run ./cmd/tollgate serve --policies $(POLICIES)
 
 ## test: every check CI runs: formatting, vet, staticcheck, all tests with the race detector
-test: lint
+test: lint spire
 	$(GO) test -race -count=1 ./...
 
 ## test-short: the tests without the long load tests, for quick iteration
@@ -30,6 +30,16 @@ bench:
 ## golden: regenerate translate goldens after an intended output change; review the diff
 golden:
 	$(GO) test ./translate -update
+
+## spire: build spire-server and spire-agent (pinned in xds/spiretest/tools/go.mod) into .cache/bin
+## for the SPIRE integration tests; rebuilt only when missing or when the tools module changed
+SPIRE_TOOLS := xds/spiretest/tools
+SPIRE_BIN   := .cache/bin
+spire: $(SPIRE_BIN)/spire-server $(SPIRE_BIN)/spire-agent
+
+$(SPIRE_BIN)/spire-server $(SPIRE_BIN)/spire-agent &: $(SPIRE_TOOLS)/go.mod $(SPIRE_TOOLS)/go.sum
+	cd $(SPIRE_TOOLS) && $(GO) build -o $(CURDIR)/$(SPIRE_BIN)/ github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent
+	@touch $(SPIRE_BIN)/spire-server $(SPIRE_BIN)/spire-agent
 
 build:
 	$(GO) build -o bin/tollgate ./cmd/tollgate
