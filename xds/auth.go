@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
@@ -22,7 +23,12 @@ type IdentityBinding struct {
 	// Identity is a URI SAN of the client certificate, e.g. the SPIFFE ID
 	// spiffe://corp.example/gateway/egress, or, for certificates without
 	// URI SANs, one of its DNS SANs. Matched exactly (DNS names without
-	// regard to case); wildcards are not supported.
+	// regard to case), except for a SPIFFE ID pattern ending in "/*",
+	// e.g. spiffe://corp.example/gateway/egress/*, which matches every
+	// SPIFFE ID with at least one more path segment below that prefix. An
+	// exact entry wins over patterns, and a longer pattern over a shorter
+	// one; the gateways of the winner alone apply. "*" anywhere else is
+	// refused.
 	Identity string `json:"identity"`
 	// Gateways are gateway keys as in node.cluster (model.GatewayKey):
 	// "name" in the default namespace, "namespace/name" elsewhere.
@@ -32,6 +38,15 @@ type IdentityBinding struct {
 // Authorizer decides which gateways a verified identity may serve.
 type Authorizer struct {
 	gateways map[string][]string // identity → sorted gateway keys
+	// patterns are the "/*" entries, longest prefix first.
+	patterns []identityPattern
+}
+
+// identityPattern is an xds-identities entry ending in "/*".
+type identityPattern struct {
+	entry    string // as configured
+	prefix   string // up to and including the last "/"
+	gateways []string
 }
 
 var (
@@ -56,9 +71,12 @@ func NewAuthorizer(bindings []IdentityBinding) (*Authorizer, error) {
 			errs = append(errs, fmt.Errorf("%s.identity: must be set to a client certificate's URI SAN (e.g. spiffe://corp.example/gateway/egress) or DNS SAN", field))
 			continue
 		case strings.Contains(id, "*"):
-			errs = append(errs, fmt.Errorf("%s.identity: %q: wildcards are not supported; identities are matched exactly", field, b.Identity))
-			continue
-		case a.gateways[id] != nil:
+			if err := checkPattern(id); err != nil {
+				errs = append(errs, fmt.Errorf("%s.identity: %q: %w", field, b.Identity, err))
+				continue
+			}
+		}
+		if a.gateways[id] != nil {
 			errs = append(errs, fmt.Errorf("%s.identity: %q is listed twice; merge its gateways into one entry", field, b.Identity))
 			continue
 		}
@@ -77,11 +95,33 @@ func NewAuthorizer(bindings []IdentityBinding) (*Authorizer, error) {
 		}
 		slices.Sort(keys)
 		a.gateways[id] = slices.Compact(keys)
+		if strings.HasSuffix(id, "/*") {
+			a.patterns = append(a.patterns, identityPattern{entry: id, prefix: strings.TrimSuffix(id, "*"), gateways: a.gateways[id]})
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	slices.SortStableFunc(a.patterns, func(x, y identityPattern) int { return len(y.prefix) - len(x.prefix) })
 	return a, nil
+}
+
+// checkPattern accepts a SPIFFE ID followed by "/*", and nothing else with
+// a "*": a pattern that matched inside a segment or across trust domains
+// would grant more than anyone can tell from reading it.
+func checkPattern(id string) error {
+	base, ok := strings.CutSuffix(id, "/*")
+	if !ok || strings.Contains(base, "*") {
+		return errors.New(`"*" is allowed only as the last path segment of a SPIFFE ID, as in spiffe://corp.example/gateway/egress/*; other identities are matched exactly`)
+	}
+	parsed, err := spiffeid.FromString(base)
+	if err != nil {
+		return fmt.Errorf("a pattern must be a SPIFFE ID followed by /*: %w", err)
+	}
+	if parsed.Path() == "" {
+		return errors.New("a pattern must name at least one path segment before /*; a whole trust domain is too wide a grant")
+	}
+	return nil
 }
 
 // gatewayKey checks a gateway key and returns it the way node.cluster
@@ -110,12 +150,75 @@ func normalizeIdentity(id string) string {
 	return strings.ToLower(id)
 }
 
-// Gateways lists the gateways identity may serve.
+// Gateways lists the gateways identity may serve: those of its exact
+// entry, or else of the longest pattern that matches it.
 func (a *Authorizer) Gateways(identity string) []string {
 	if a == nil {
 		return nil
 	}
-	return slices.Clone(a.gateways[normalizeIdentity(identity)])
+	id := normalizeIdentity(identity)
+	if strings.Contains(id, "*") {
+		return nil // a certificate's identity, never a pattern
+	}
+	if gws, ok := a.gateways[id]; ok {
+		return slices.Clone(gws)
+	}
+	for _, p := range a.patterns {
+		if rest, ok := strings.CutPrefix(id, p.prefix); ok && rest != "" {
+			return slices.Clone(p.gateways)
+		}
+	}
+	return nil
+}
+
+// TrustDomains are the trust domains of the SPIFFE IDs and patterns in the
+// bindings: an Envoy's SVID is only accepted from one of them.
+func (a *Authorizer) TrustDomains() []spiffeid.TrustDomain {
+	if a == nil {
+		return nil
+	}
+	seen := map[spiffeid.TrustDomain]bool{}
+	var out []spiffeid.TrustDomain
+	for id := range a.gateways {
+		id = strings.TrimSuffix(id, "/*")
+		parsed, err := spiffeid.FromString(id)
+		if err != nil || seen[parsed.TrustDomain()] {
+			continue
+		}
+		seen[parsed.TrustDomain()] = true
+		out = append(out, parsed.TrustDomain())
+	}
+	slices.SortFunc(out, func(x, y spiffeid.TrustDomain) int { return strings.Compare(x.Name(), y.Name()) })
+	return out
+}
+
+// Identity conditions on /status/policies.
+const (
+	// ConditionIdentityBound says whether an identity pattern of
+	// xds-identities grants at least one gateway of the current config.
+	ConditionIdentityBound = "IdentityBound"
+	// ReasonNoSuchGateway: none of the pattern's gateways exists.
+	ReasonNoSuchGateway = "NoSuchGateway"
+)
+
+// patternConditions reports each identity pattern none of whose gateways
+// is in the current configuration (known), most likely a typo that leaves
+// a whole fleet of Envoys refused.
+func (a *Authorizer) patternConditions(known func(gateway string) bool) []model.Condition {
+	if a == nil {
+		return nil
+	}
+	var out []model.Condition
+	for _, p := range a.patterns {
+		if slices.ContainsFunc(p.gateways, known) {
+			continue
+		}
+		out = append(out, model.Condition{
+			Object: "xds-identities/" + p.entry, Type: ConditionIdentityBound, Status: false, Reason: ReasonNoSuchGateway,
+			Message: fmt.Sprintf("identity pattern %q may serve %q, but no such gateway is in the current configuration, so every Envoy with a matching SPIFFE ID is refused; fix the gateway names in xds-identities", p.entry, p.gateways),
+		})
+	}
+	return out
 }
 
 // allow returns the identity among ids that may serve gateway.

@@ -395,7 +395,13 @@ func TestNewAuthorizer(t *testing.T) {
 		{[]xds.IdentityBinding{{Identity: egressID}}, "xds-identities[0].gateways: must list the gateways"},
 		{[]xds.IdentityBinding{{Identity: egressID, Gateways: []string{"*"}}}, `xds-identities[0].gateways[0]: "*": wildcards are not allowed`},
 		{[]xds.IdentityBinding{{Identity: egressID, Gateways: []string{"team/*"}}}, "wildcards are not allowed"},
-		{[]xds.IdentityBinding{{Identity: "spiffe://corp.example/*", Gateways: []string{"a"}}}, "wildcards are not supported"},
+		{[]xds.IdentityBinding{{Identity: "spiffe://corp.example/*", Gateways: []string{"a"}}}, "at least one path segment before /*"},
+		{[]xds.IdentityBinding{{Identity: "spiffe://corp.example/gateway/eg*", Gateways: []string{"a"}}}, `"*" is allowed only as the last path segment`},
+		{[]xds.IdentityBinding{{Identity: "spiffe://corp.example/*/egress", Gateways: []string{"a"}}}, `"*" is allowed only as the last path segment`},
+		{[]xds.IdentityBinding{{Identity: "spiffe://*.example/gateway/*", Gateways: []string{"a"}}}, `"*" is allowed only as the last path segment`},
+		{[]xds.IdentityBinding{{Identity: "*.corp.example", Gateways: []string{"a"}}}, `"*" is allowed only as the last path segment`},
+		{[]xds.IdentityBinding{{Identity: "spiffe://Corp/gateway/*", Gateways: []string{"a"}}}, "a pattern must be a SPIFFE ID followed by /*"},
+		{[]xds.IdentityBinding{{Identity: "spiffe://corp/gw/*", Gateways: []string{"a"}}, {Identity: "spiffe://corp/gw/*", Gateways: []string{"b"}}}, "is listed twice"},
 		{[]xds.IdentityBinding{{Identity: egressID, Gateways: []string{"Egress"}}}, `"Egress": want a gateway name`},
 		{[]xds.IdentityBinding{{Identity: egressID, Gateways: []string{"a/b/c"}}}, `"a/b/c": want a gateway name`},
 		{[]xds.IdentityBinding{{Identity: egressID, Gateways: []string{"a"}}, {Identity: egressID, Gateways: []string{"b"}}}, "xds-identities[1].identity: \"" + egressID + "\" is listed twice"},
@@ -410,4 +416,36 @@ func TestIdentities(t *testing.T) {
 	require.Equal(t, []string{egressID}, xds.Identities(ca.Client(t, []string{egressID}, []string{"vm-1.corp.example"}).Cert))
 	require.Equal(t, []string{"vm-1.corp.example", "vm-1"}, xds.Identities(ca.Client(t, nil, []string{"VM-1.corp.example", "vm-1"}).Cert))
 	require.Empty(t, xds.Identities(ca.Issue(t, xdstest.LeafOptions{CommonName: "vm-1.corp.example", Client: true}).Cert), "the common name is not an identity")
+}
+
+func TestAuthorizerPatterns(t *testing.T) {
+	a, err := xds.NewAuthorizer([]xds.IdentityBinding{
+		{Identity: "spiffe://corp.example/gateway/egress/*", Gateways: []string{"egress"}},
+		{Identity: "spiffe://corp.example/gateway/*", Gateways: []string{"shared"}},
+		{Identity: "spiffe://corp.example/gateway/egress/vm-7", Gateways: []string{"canary"}},
+		{Identity: "spiffe://other.example/gateway/*", Gateways: []string{"other"}},
+		{Identity: "vm-1.corp.example", Gateways: []string{"b"}},
+	})
+	require.NoError(t, err)
+	for id, want := range map[string][]string{
+		"spiffe://corp.example/gateway/egress/vm-1":      {"egress"},
+		"spiffe://corp.example/gateway/egress/a/b":       {"egress"}, // deeper segments match too
+		"spiffe://corp.example/gateway/egress/vm-7":      {"canary"}, // exact wins over a pattern
+		"spiffe://corp.example/gateway/egress":           {"shared"}, // "/*" needs a segment below egress
+		"spiffe://corp.example/gateway/egressive/vm-1":   {"shared"}, // segments, not string prefixes
+		"spiffe://corp.example/gateway/x":                {"shared"}, // the longest matching pattern wins
+		"spiffe://corp.example/gateway/":                 nil,        // an empty segment
+		"spiffe://corp.example/workload/ns/a/sa/b":       nil,        // no pattern
+		"spiffe://corp.example.evil/gateway/egress/vm-1": nil,        // another trust domain
+		"spiffe://other.example/gateway/egress/vm-1":     {"other"},  // patterns per trust domain
+		"spiffe://corp.example/gateway/egress/*":         nil,        // a certificate's "*" is no pattern
+		"vm-1.corp.example":                              {"b"},
+	} {
+		require.Equal(t, want, a.Gateways(id), id)
+	}
+	var tds []string
+	for _, td := range a.TrustDomains() {
+		tds = append(tds, td.Name())
+	}
+	require.Equal(t, []string{"corp.example", "other.example"}, tds)
 }

@@ -142,7 +142,9 @@ func (s *Server) checkVersions() {
 
 // Conditions are the gateway conditions the connected nodes give rise to:
 // EnvoyVersionSupported=False (EnvoyTooOld) on a gateway with a node too
-// old for its configuration, listing the nodes.
+// old for its configuration, listing the nodes; and IdentityBound=False
+// (NoSuchGateway) on an xds-identities pattern that grants no gateway of
+// the current configuration.
 func (s *Server) Conditions() []model.Condition {
 	nodes := s.tracker.snapshot().Nodes
 	s.nodeProblems(nodes)
@@ -175,6 +177,8 @@ func (s *Server) Conditions() []model.Condition {
 			Message: fmt.Sprintf("%d node(s) too old for this gateway's configuration: %s", len(msgs), strings.Join(msgs, "; ")),
 		})
 	}
+	// An identity pattern that grants no current gateway.
+	out = append(out, s.opts.Authorizer.patternConditions(func(g string) bool { return s.gateways[g] })...)
 	model.SortConditions(out)
 	return out
 }
