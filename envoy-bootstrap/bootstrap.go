@@ -9,8 +9,17 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"text/template"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
+
+// SpireAgentCluster is the static cluster of a bootstrap rendered with
+// SPIFFESocket: the local SPIRE agent's SDS API (on its Workload API
+// socket), from which Envoy takes its SVID and the trust bundles.
+// Listener and cluster TLS served over ADS name it as their SDS source.
+const SpireAgentCluster = "spire_agent"
 
 //go:embed *.yaml.tmpl
 var templates embed.FS
@@ -49,7 +58,25 @@ type Options struct {
 	// default the host of XDSAddr. A DNS name is also sent as SNI and
 	// matched as a DNS SAN; an IP address is matched as an IP SAN.
 	XDSServerName string
+
+	// SPIFFESocket is the path on the Envoy host of the SPIRE agent's
+	// Workload API socket. With it, the xDS connection is mutual TLS with
+	// the Envoy's SVID and the trust bundle from the agent's SDS
+	// (SpireAgentCluster); instead of the three files above.
+	SPIFFESocket string
+	// SPIFFEID is the Envoy's own SPIFFE ID: the name of its SVID in the
+	// agent's SDS, and the identity tollgate binds to gateways.
+	SPIFFEID string
+	// XDSSPIFFEID is tollgate's SPIFFE ID, which tollgate's certificate
+	// must carry as its URI SAN.
+	XDSSPIFFEID string
 }
+
+// SPIFFEBundleName is the SDS name under which the SPIRE agent serves the
+// trust bundle of td: the trust domain's SPIFFE ID, "spiffe://<td>"; it
+// works for federated trust domains too, unlike the agent's
+// default_bundle_name ("ROOTCA"), which names its own trust domain only.
+func SPIFFEBundleName(td spiffeid.TrustDomain) string { return td.IDString() }
 
 type values struct {
 	Options
@@ -62,6 +89,11 @@ type values struct {
 	SNI string
 	// SANType is how the server name is matched: DNS or IP_ADDRESS.
 	SANType string
+	// SPIFFE is set when the xDS connection takes its TLS from the SPIRE
+	// agent; BundleName is the SDS name of tollgate's trust bundle.
+	SPIFFE            bool
+	BundleName        string
+	SpireAgentCluster string
 }
 
 // Render returns the bootstrap YAML.
@@ -84,6 +116,9 @@ func Render(o Options) ([]byte, error) {
 		o.AdminPort = 9901
 	}
 	v := values{Options: o, XDSHost: host, XDSPort: uint32(port), XDSHostIsIP: net.ParseIP(host) != nil}
+	if err := v.spiffe(); err != nil {
+		return nil, err
+	}
 	if err := v.tls(); err != nil {
 		return nil, err
 	}
@@ -92,6 +127,35 @@ func Render(o Options) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// spiffe checks the SPIFFE options and derives what the template needs.
+func (v *values) spiffe() error {
+	if v.SPIFFESocket == "" {
+		if v.SPIFFEID != "" || v.XDSSPIFFEID != "" {
+			return fmt.Errorf("--spiffe-id and --xds-spiffe-id need --spiffe-socket: the SPIRE agent's Workload API socket on the Envoy host")
+		}
+		return nil
+	}
+	switch {
+	case v.XDSCAFile != "" || v.XDSCertFile != "" || v.XDSKeyFile != "" || v.XDSServerName != "":
+		return fmt.Errorf("--spiffe-socket and --xds-ca-file/--xds-cert-file/--xds-key-file/--xds-server-name are mutually exclusive: with --spiffe-socket the Envoy's certificate and trust bundle come from the SPIRE agent and tollgate is verified by --xds-spiffe-id")
+	case !strings.HasPrefix(v.SPIFFESocket, "/"):
+		return fmt.Errorf("--spiffe-socket %q: want the absolute path of the SPIRE agent's socket on the Envoy host, e.g. /run/spire/sockets/agent.sock", v.SPIFFESocket)
+	case v.SPIFFEID == "":
+		return fmt.Errorf("--spiffe-id is required with --spiffe-socket: this Envoy's SPIFFE ID, the name of its SVID in the SPIRE agent's SDS")
+	case v.XDSSPIFFEID == "":
+		return fmt.Errorf("--xds-spiffe-id is required with --spiffe-socket: tollgate's SPIFFE ID, which its certificate must carry (otherwise any workload of the trust domain could pose as tollgate)")
+	}
+	if _, err := spiffeid.FromString(v.SPIFFEID); err != nil {
+		return fmt.Errorf("--spiffe-id %q: %w", v.SPIFFEID, err)
+	}
+	server, err := spiffeid.FromString(v.XDSSPIFFEID)
+	if err != nil {
+		return fmt.Errorf("--xds-spiffe-id %q: %w", v.XDSSPIFFEID, err)
+	}
+	v.SPIFFE, v.BundleName, v.SpireAgentCluster = true, SPIFFEBundleName(server.TrustDomain()), SpireAgentCluster
+	return nil
 }
 
 // tls checks the xDS TLS options and derives what the template needs.

@@ -132,3 +132,77 @@ func TestRenderErrors(t *testing.T) {
 		require.True(t, strings.Contains(err.Error(), tc.want), err.Error())
 	}
 }
+
+func TestRenderSPIFFE(t *testing.T) {
+	const (
+		socket   = "/run/spire/sockets/agent.sock"
+		envoyID  = "spiffe://corp.example/gateway/egress/vm-1"
+		serverID = "spiffe://corp.example/tollgate"
+	)
+	data, err := bootstrap.Render(bootstrap.Options{Gateway: "egress", NodeID: "vm-1", XDSAddr: "tollgate.internal:18000",
+		SPIFFESocket: socket, SPIFFEID: envoyID, XDSSPIFFEID: serverID})
+	require.NoError(t, err)
+	b := parse(t, data)
+	clusters := b.GetStaticResources().GetClusters()
+	require.Len(t, clusters, 2)
+	xds, agent := clusters[0], clusters[1]
+
+	// The agent's SDS: a pipe, HTTP/2 (gRPC).
+	require.Equal(t, bootstrap.SpireAgentCluster, agent.GetName())
+	require.Equal(t, translate.SPIREAgentCluster, bootstrap.SpireAgentCluster, "listener and Parent-mode SDS name the agent's cluster")
+	require.Equal(t, socket, agent.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetPipe().GetPath())
+	require.Contains(t, agent.GetTypedExtensionProtocolOptions(), "envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+
+	sock := xds.GetTransportSocket()
+	got := &tlsv3.UpstreamTlsContext{}
+	require.NoError(t, sock.GetTypedConfig().UnmarshalTo(got))
+	sds := func(name string) *tlsv3.SdsSecretConfig {
+		return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: &corev3.ConfigSource{
+			ResourceApiVersion: corev3.ApiVersion_V3,
+			ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{ApiConfigSource: &corev3.ApiConfigSource{
+				ApiType: corev3.ApiConfigSource_GRPC, TransportApiVersion: corev3.ApiVersion_V3,
+				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: bootstrap.SpireAgentCluster}}}},
+			}},
+		}}
+	}
+	want := &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsParams:                      &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+		AlpnProtocols:                  []string{"h2"},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sds(envoyID)},
+		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+			DefaultValidationContext: &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+				SanType: tlsv3.SubjectAltNameMatcher_URI,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: serverID}},
+			}}},
+			// SPIRE's agent serves a trust domain's bundle under its ID.
+			ValidationContextSdsSecretConfig: sds("spiffe://corp.example"),
+		}},
+	}}
+	require.True(t, proto.Equal(want, got), "UpstreamTlsContext:\n got %s\nwant %s", protojson.Format(got), protojson.Format(want))
+}
+
+func TestRenderSPIFFEErrors(t *testing.T) {
+	base := func(mod func(*bootstrap.Options)) bootstrap.Options {
+		o := bootstrap.Options{Gateway: "g", NodeID: "n", XDSAddr: "127.0.0.1:1", SPIFFESocket: "/run/agent.sock",
+			SPIFFEID: "spiffe://td/gw", XDSSPIFFEID: "spiffe://td/tollgate"}
+		mod(&o)
+		return o
+	}
+	for _, tc := range []struct {
+		opts bootstrap.Options
+		want string
+	}{
+		{base(func(o *bootstrap.Options) { o.SPIFFEID = "" }), "--spiffe-id is required with --spiffe-socket"},
+		{base(func(o *bootstrap.Options) { o.XDSSPIFFEID = "" }), "--xds-spiffe-id is required"},
+		{base(func(o *bootstrap.Options) { o.SPIFFEID = "corp/gw" }), `--spiffe-id "corp/gw"`},
+		{base(func(o *bootstrap.Options) { o.XDSSPIFFEID = "spiffe://td/a*" }), `--xds-spiffe-id "spiffe://td/a*"`},
+		{base(func(o *bootstrap.Options) { o.SPIFFESocket = "agent.sock" }), "want the absolute path"},
+		{base(func(o *bootstrap.Options) { o.XDSCAFile = "/ca" }), "mutually exclusive"},
+		{base(func(o *bootstrap.Options) { o.SPIFFESocket = "" }), "need --spiffe-socket"},
+	} {
+		_, err := bootstrap.Render(tc.opts)
+		require.Error(t, err)
+		require.Contains(t, err.Error(), tc.want)
+	}
+}
