@@ -39,6 +39,11 @@ type serveConfig struct {
 	XDSTLSCert  string
 	XDSTLSKey   string
 	XDSClientCA string
+	// SPIFFESocket switches xDS to mutual TLS with tollgate's SVID from
+	// the SPIFFE Workload API at this socket; SPIFFEID picks tollgate's
+	// SVID when the Workload API returns several.
+	SPIFFESocket string
+	SPIFFEID     string
 	// XDSIdentities binds client certificate identities to gateways; only
 	// from the config file (or TOLLGATE_XDS_IDENTITIES as JSON).
 	XDSIdentities []xds.IdentityBinding
@@ -75,6 +80,8 @@ func newServeCmdWith(v *viper.Viper) *cobra.Command {
 	f.String("xds-tls-cert", "", "xDS server certificate (PEM); with --xds-tls-key and --xds-client-ca, xDS requires mutual TLS")
 	f.String("xds-tls-key", "", "private key of --xds-tls-cert (PEM)")
 	f.String("xds-client-ca", "", "CA bundle (PEM) that Envoy client certificates must chain to")
+	f.String("spiffe-socket", "", "SPIFFE Workload API socket (e.g. the SPIRE agent's): xDS uses mutual TLS with tollgate's SVID and verifies Envoy SVIDs against its trust bundles; instead of --xds-tls-cert, --xds-tls-key and --xds-client-ca")
+	f.String("spiffe-id", "", "with --spiffe-socket: tollgate's SPIFFE ID, to pick its SVID when the Workload API returns several (default: the first)")
 	f.Bool("allow-plaintext-secrets", false, "serve secrets over plaintext (loopback-only) xDS, where any local process can fetch them")
 	v.SetEnvPrefix("TOLLGATE")
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
@@ -102,6 +109,8 @@ func loadServeConfig(v *viper.Viper) (serveConfig, error) {
 		XDSTLSCert:            v.GetString("xds-tls-cert"),
 		XDSTLSKey:             v.GetString("xds-tls-key"),
 		XDSClientCA:           v.GetString("xds-client-ca"),
+		SPIFFESocket:          v.GetString("spiffe-socket"),
+		SPIFFEID:              v.GetString("spiffe-id"),
 		AllowPlaintextSecrets: v.GetBool("allow-plaintext-secrets"),
 	}
 	if cfg.Policies == "" {
@@ -140,10 +149,14 @@ func loadIdentities(v *viper.Viper) ([]xds.IdentityBinding, error) {
 	return ids, nil
 }
 
+// spiffeTimeout bounds the wait for tollgate's first SVID at start.
+const spiffeTimeout = 30 * time.Second
+
 // xdsOptions checks the xDS security settings and turns them into the xDS
-// server's options: mutual TLS with identity bindings, or plaintext on a
-// loopback address only.
-func (cfg serveConfig) xdsOptions(log *slog.Logger) (xds.Options, error) {
+// server's options: mutual TLS with identity bindings (from files, or from
+// the SPIFFE Workload API, whose identity is returned to be followed), or
+// plaintext on a loopback address only.
+func (cfg serveConfig) xdsOptions(ctx context.Context, log *slog.Logger) (xds.Options, *xds.SPIFFETLS, error) {
 	opts := xds.Options{Log: log, AllowPlaintextSecrets: cfg.AllowPlaintextSecrets}
 	set := 0
 	for _, f := range []string{cfg.XDSTLSCert, cfg.XDSTLSKey, cfg.XDSClientCA} {
@@ -151,6 +164,45 @@ func (cfg serveConfig) xdsOptions(log *slog.Logger) (xds.Options, error) {
 			set++
 		}
 	}
+	if cfg.SPIFFESocket != "" || cfg.SPIFFEID != "" {
+		o, id, err := cfg.spiffeOptions(ctx, log, set)
+		return o, id, err
+	}
+	o, err := cfg.fileOptions(log, opts, set)
+	return o, nil, err
+}
+
+// spiffeOptions is mutual TLS with tollgate's SVID from the Workload API.
+func (cfg serveConfig) spiffeOptions(ctx context.Context, log *slog.Logger, filesSet int) (xds.Options, *xds.SPIFFETLS, error) {
+	opts := xds.Options{Log: log}
+	switch {
+	case cfg.SPIFFESocket == "":
+		return opts, nil, errors.New("--spiffe-id needs --spiffe-socket: the Workload API socket tollgate's SVID comes from")
+	case filesSet > 0:
+		return opts, nil, errors.New("--spiffe-socket and --xds-tls-cert/--xds-tls-key/--xds-client-ca are mutually exclusive: with --spiffe-socket tollgate's certificate and the Envoys' trust bundle come from the Workload API; drop the files")
+	case len(cfg.XDSIdentities) == 0:
+		return opts, nil, errors.New("--spiffe-socket requires client SVIDs but xds-identities is empty, so every Envoy would be refused: " +
+			"in the config file, bind each Envoy SPIFFE ID (or pattern) to its gateways, e.g. xds-identities: [{identity: spiffe://corp.example/gateway/egress/*, gateways: [egress]}]")
+	}
+	authz, err := xds.NewAuthorizer(cfg.XDSIdentities)
+	if err != nil {
+		return opts, nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, spiffeTimeout)
+	defer cancel()
+	id, err := xds.NewSPIFFETLS(wctx, xds.SPIFFEOptions{Socket: cfg.SPIFFESocket, ID: cfg.SPIFFEID, TrustDomains: authz.TrustDomains(), Log: log})
+	if err != nil {
+		return opts, nil, err
+	}
+	if cfg.AllowPlaintextSecrets {
+		log.Info("--allow-plaintext-secrets has no effect: xDS uses mutual TLS")
+	}
+	opts.TLS, opts.Authorizer = id.Config(), authz
+	return opts, id, nil
+}
+
+// fileOptions is mutual TLS from files, or plaintext.
+func (cfg serveConfig) fileOptions(log *slog.Logger, opts xds.Options, set int) (xds.Options, error) {
 	switch {
 	case set == 0:
 		if len(cfg.XDSIdentities) > 0 {
@@ -213,14 +265,23 @@ type instance struct {
 
 // start loads the policies, refusing to start on any violation, then serves
 // xDS and admin and follows the policy directory until ctx ends.
-func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, error) {
+func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance, err error) {
 	log, err := newLogger(logOut, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return nil, err
 	}
-	xdsOpts, err := cfg.xdsOptions(log)
+	xdsOpts, spiffeID, err := cfg.xdsOptions(ctx, log)
 	if err != nil {
 		return nil, err
+	}
+	var extra []func() []model.Condition
+	if spiffeID != nil {
+		defer func() {
+			if err != nil {
+				spiffeID.Close()
+			}
+		}()
+		extra = append(extra, spiffeID.Conditions)
 	}
 	xdsServer := xds.NewServer(ctx, xdsOpts)
 	dns := store.NewDNSVerifier(store.DNSVerifierOptions{Log: log})
@@ -256,7 +317,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 		xdsLis.Close()
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
-	admin := &http.Server{Handler: adminMux(st, xdsServer), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: adminMux(st, xdsServer, extra...), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return xdsServer.Serve(gctx, xdsLis) })
@@ -274,6 +335,12 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (*instance, e
 	})
 	g.Go(func() error { return src.Watch(gctx, st, nil) })
 	g.Go(func() error { return dns.Run(gctx, st) })
+	if spiffeID != nil {
+		g.Go(func() error {
+			spiffeID.Run(gctx)
+			return spiffeID.Close()
+		})
+	}
 	log.Info("tollgate serving", "version", versionString(), "policies", cfg.Policies,
 		"xds", xdsLis.Addr().String(), "xds_mtls", xdsOpts.TLS != nil, "admin", adminLis.Addr().String(), "gateways", len(st.Config().Gateways))
 	return &instance{
@@ -297,7 +364,9 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer) error {
 	return inst.wait()
 }
 
-func adminMux(st *store.Store, x *xds.Server) *http.ServeMux {
+// adminMux serves status; extra adds conditions of other parts (tollgate's
+// own SVID).
+func adminMux(st *store.Store, x *xds.Server, extra ...func() []model.Condition) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/status/", x.AdminHandler())
 	mux.HandleFunc("GET /status/policies", func(w http.ResponseWriter, _ *http.Request) {
@@ -305,6 +374,9 @@ func adminMux(st *store.Store, x *xds.Server) *http.ServeMux {
 		// gateway with nodes too old for its configuration).
 		ps := st.Status()
 		ps.Conditions = append(slices.Clone(ps.Conditions), x.Conditions()...)
+		for _, f := range extra {
+			ps.Conditions = append(ps.Conditions, f()...)
+		}
 		model.SortConditions(ps.Conditions)
 		xds.WriteJSON(w, ps)
 	})
