@@ -49,7 +49,8 @@ func (gatewayHash) ID(node *corev3.Node) string { return node.GetCluster() }
 type Options struct {
 	// Log receives connections, refusals and NACKs; nil discards them.
 	Log *slog.Logger
-	// TLS, if set, is the server's TLS configuration (see NewServerTLS).
+	// TLS, if set, is the server's TLS configuration (see NewServerTLS,
+	// and SPIFFETLS.Config for an identity from the Workload API).
 	// Every stream must then come with a verified client certificate
 	// whose identity Authorizer binds to the gateway the node asks for.
 	TLS *tls.Config

@@ -206,7 +206,7 @@ func (cfg serveConfig) fileOptions(log *slog.Logger, opts xds.Options, set int) 
 	switch {
 	case set == 0:
 		if len(cfg.XDSIdentities) > 0 {
-			return opts, errors.New("xds-identities is set but xDS is plaintext: identities come from client certificates, so also set --xds-tls-cert, --xds-tls-key and --xds-client-ca")
+			return opts, errors.New("xds-identities is set but xDS is plaintext: identities come from client certificates, so also set --xds-tls-cert, --xds-tls-key and --xds-client-ca, or --spiffe-socket")
 		}
 		if err := xds.CheckPlaintextAddr(cfg.XDSAddr); err != nil {
 			return opts, err
