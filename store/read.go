@@ -52,7 +52,7 @@ func readRegular(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%w: larger than %d MiB", errTooLarge, limit>>20)
+		return nil, fmt.Errorf("%w: larger than %d bytes (%s)", errTooLarge, limit, model.ByteSize{Bytes: uint64(limit)})
 	}
 	return data, nil
 }
