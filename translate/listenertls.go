@@ -4,7 +4,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate-dev/tollgate/model"
@@ -32,14 +31,7 @@ import (
 
 // DownstreamTLSTransportSocket is an HTTPS listener's transport socket.
 func DownstreamTLSTransportSocket(l *model.ListenerConfig) (*corev3.TransportSocket, error) {
-	ctx, err := toAny(DownstreamTLSContext(l))
-	if err != nil {
-		return nil, err
-	}
-	return &corev3.TransportSocket{
-		Name:       wellknown.TransportSocketTLS,
-		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx},
-	}, nil
+	return tlsTransportSocket(DownstreamTLSContext(l))
 }
 
 // DownstreamTLSContext is the TLS server configuration of an HTTPS

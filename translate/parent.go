@@ -11,7 +11,6 @@ import (
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -174,14 +173,11 @@ func ParentCluster(cfg *model.Config, g *model.GatewayConfig) (*clusterv3.Cluste
 	}
 	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
 	if hop.TLS != nil {
-		ctx, err := toAny(ParentTLSContext(cfg, hop.TLS))
+		ts, err := tlsTransportSocket(ParentTLSContext(cfg, hop.TLS))
 		if err != nil {
 			return nil, err
 		}
-		c.TransportSocket = &corev3.TransportSocket{
-			Name:       wellknown.TransportSocketTLS,
-			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx},
-		}
+		c.TransportSocket = ts
 	}
 	return c, nil
 }

@@ -5,6 +5,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tollgate-dev/tollgate/model"
 )
@@ -14,13 +15,19 @@ import (
 // bundle and carry the hostname as a DNS SAN (Envoy applies wildcard
 // semantics to DNS SANs, so *.openai.com certificates match).
 func UpstreamTLSTransportSocket(cfg *model.Config, b *model.BackendConfig) (*corev3.TransportSocket, error) {
-	ctx, err := toAny(UpstreamTLSContext(cfg, b))
+	return tlsTransportSocket(UpstreamTLSContext(cfg, b))
+}
+
+// tlsTransportSocket wraps a TLS context (upstream or downstream) in
+// Envoy's TLS transport socket.
+func tlsTransportSocket(ctx proto.Message) (*corev3.TransportSocket, error) {
+	a, err := toAny(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return &corev3.TransportSocket{
 		Name:       wellknown.TransportSocketTLS,
-		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx},
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a},
 	}, nil
 }
 
