@@ -8,6 +8,7 @@ import (
 	"net"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -194,21 +195,37 @@ func (a *Authorizer) TrustDomains() []spiffeid.TrustDomain {
 
 // Identity conditions on /status/policies.
 const (
-	// ConditionIdentityBound says whether an identity pattern of
-	// xds-identities grants at least one gateway of the current config.
+	// ConditionIdentityBound says whether an identity (exact or pattern)
+	// of xds-identities grants at least one gateway of the current config.
 	ConditionIdentityBound = "IdentityBound"
 	// ReasonNoSuchGateway: none of the pattern's gateways exists.
 	ReasonNoSuchGateway = "NoSuchGateway"
 )
 
-// patternConditions reports each identity pattern none of whose gateways
-// is in the current configuration (known), most likely a typo that leaves
-// a whole fleet of Envoys refused.
+// patternConditions reports each identity, exact or pattern, none of whose
+// gateways is in the current configuration (known), most likely a typo that
+// leaves an Envoy, or a whole fleet, refused.
 func (a *Authorizer) patternConditions(known func(gateway string) bool) []model.Condition {
 	if a == nil {
 		return nil
 	}
 	var out []model.Condition
+	exact := make([]string, 0, len(a.gateways))
+	for id := range a.gateways {
+		if !strings.HasSuffix(id, "/*") { // patterns follow, with their own wording
+			exact = append(exact, id)
+		}
+	}
+	sort.Strings(exact)
+	for _, id := range exact {
+		if slices.ContainsFunc(a.gateways[id], known) {
+			continue
+		}
+		out = append(out, model.Condition{
+			Object: "xds-identities/" + id, Type: ConditionIdentityBound, Status: false, Reason: ReasonNoSuchGateway,
+			Message: fmt.Sprintf("identity %q may serve %q, but no such gateway is in the current configuration, so an Envoy with this identity is refused; fix the gateway names in xds-identities", id, a.gateways[id]),
+		})
+	}
 	for _, p := range a.patterns {
 		if slices.ContainsFunc(p.gateways, known) {
 			continue
