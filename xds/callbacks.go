@@ -44,12 +44,13 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				return nil
 			}
 			if req.GetResponseNonce() != "" {
-				s.tracker.ack(stream, req.GetTypeUrl(), req.GetVersionInfo())
+				s.recordAck(stream, req.GetTypeUrl(), req.GetVersionInfo())
 			}
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-			s.tracker.sent(sotwStream(id), req.GetTypeUrl(), resp.GetVersionInfo(), "")
+			stream := sotwStream(id)
+			s.countPush(stream, req.GetTypeUrl(), s.tracker.sent(stream, req.GetTypeUrl(), resp.GetVersionInfo(), ""))
 		},
 		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
 			return s.openStream(ctx, deltaStream(id))
@@ -73,11 +74,12 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				s.recordNack(stream, req.GetTypeUrl(), version, req.GetErrorDetail().GetMessage())
 				return nil
 			}
-			s.tracker.ack(stream, req.GetTypeUrl(), version)
+			s.recordAck(stream, req.GetTypeUrl(), version)
 			return nil
 		},
 		StreamDeltaResponseFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-			s.tracker.sent(deltaStream(id), req.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
+			stream := deltaStream(id)
+			s.countPush(stream, req.GetTypeUrl(), s.tracker.sent(stream, req.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce()))
 		},
 		// The unary Fetch methods of the per-type services bypass streams;
 		// they are held to the same rule.
@@ -122,7 +124,11 @@ func (s *Server) closeStream(stream string) {
 	s.authMu.Lock()
 	delete(s.auth, stream)
 	s.authMu.Unlock()
-	if st, ok := s.tracker.close(stream); ok && (st.NodeID != "" || st.Gateway != "") {
+	st, ok := s.tracker.close(stream)
+	if ok {
+		s.convergeClose(stream, st.Gateway)
+	}
+	if ok && (st.NodeID != "" || st.Gateway != "") {
 		s.log.Info("envoy disconnected", "node", st.NodeID, "gateway", st.Gateway, "stream", stream)
 	}
 }
@@ -222,6 +228,14 @@ func (s *Server) identify(stream string, node *corev3.Node) {
 // only the first request of a delta stream carries it.
 func (s *Server) recordNack(stream, typeURL, version, msg string) {
 	rec := s.tracker.nack(stream, typeURL, version, msg, s.now())
+	s.countNack(stream, typeURL, rec.Gateway)
+	s.convergeNack(stream, rec.Gateway, rec.Type, version)
 	s.log.Error("envoy rejected configuration (NACK)",
 		"node", rec.NodeID, "gateway", rec.Gateway, "type", rec.Type, "version", version, "message", msg)
+}
+
+// recordAck records an ACK for /status/nodes, the metrics and convergence.
+func (s *Server) recordAck(stream, typeURL, version string) {
+	s.countAck(stream, typeURL, s.tracker.ack(stream, typeURL, version))
+	s.convergeAck(stream)
 }

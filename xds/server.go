@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sort"
@@ -60,6 +61,9 @@ type Options struct {
 	// AllowPlaintextSecrets lets a server without TLS publish SDS secrets,
 	// which any local process could then fetch.
 	AllowPlaintextSecrets bool
+	// Metrics receives the server's metrics; nil keeps them on a registry
+	// nobody scrapes.
+	Metrics *Metrics
 }
 
 // Server is tollgate's xDS server.
@@ -70,6 +74,8 @@ type Server struct {
 	xds     serverv3.Server
 	tracker *tracker
 	now     func() time.Time
+	metrics *Metrics
+	conv    convergence
 
 	authMu sync.Mutex
 	auth   map[string]*streamAuth // by stream, with TLS only
@@ -104,7 +110,13 @@ func NewServer(ctx context.Context, opts Options) *Server {
 		served:   map[string]bool{},
 
 		versionLogged: map[string]bool{},
+		metrics:       opts.Metrics,
+		conv:          convergence{waits: map[string]*convergenceWait{}},
 	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics()
+	}
+	s.metrics.attach(s)
 	s.cache = cachev3.NewSnapshotCache(true, gatewayHash{}, cacheLogger{log})
 	s.xds = serverv3.NewServer(ctx, s.cache, s.callbacks(), sotw.WithOrderedADS())
 	return s
@@ -114,8 +126,11 @@ func NewServer(ctx context.Context, opts Options) *Server {
 // and publishes one snapshot per gateway. On error nothing is published and
 // the previous configuration keeps being served.
 func (s *Server) Apply(cfg *model.Config) error {
+	start := time.Now()
 	out, err := translate.Translate(cfg)
+	s.metrics.translation.Observe(time.Since(start).Seconds())
 	if err != nil {
+		s.metrics.RefusedChange(RefusedInvalidPolicy)
 		return fmt.Errorf("translate: %w", err)
 	}
 	objects := make(map[string]string, len(cfg.Gateways))
@@ -125,8 +140,12 @@ func (s *Server) Apply(cfg *model.Config) error {
 	s.mu.Lock()
 	s.gatewayObjects = objects
 	s.mu.Unlock()
+	err = s.Publish(out)
+	if err != nil {
+		s.metrics.RefusedChange(refusalReason(err))
+	}
 	// A refusal of Envoy's constraints is placed on the policies.
-	return translate.Locate(cfg, s.Publish(out))
+	return translate.Locate(cfg, err)
 }
 
 // Publish serves out. A gateway that disappeared from the policies gets an
@@ -145,9 +164,11 @@ func (s *Server) Publish(out *translate.Output) error {
 	// callbacks read the maps while the cache waits for that stream.
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
+	start := time.Now()
 	digests, validated, err := s.validate(out)
+	s.metrics.validation.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)
+		return &errEnvoyWouldRefuse{fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)}
 	}
 	snaps := make(map[string]*cachev3.Snapshot, len(out.Gateways))
 	for _, g := range out.Gateways {
@@ -198,6 +219,7 @@ func (s *Server) Publish(out *translate.Output) error {
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
+		s.beginConvergence(key, snaps[key])
 		if err := s.cache.SetSnapshot(context.Background(), key, snaps[key]); err != nil {
 			return fmt.Errorf("gateway %s: %w", key, err)
 		}
@@ -422,4 +444,17 @@ func (l cacheLogger) Warnf(format string, args ...any) {
 }
 func (l cacheLogger) Errorf(format string, args ...any) {
 	l.log.Error(fmt.Sprintf(format, args...), "component", "xds-cache")
+}
+
+// beginConvergence starts measuring convergence on snap if it changes any
+// version the gateway is served.
+func (s *Server) beginConvergence(key string, snap *cachev3.Snapshot) {
+	versions := make(map[string]string, len(typeOrder))
+	for _, typ := range typeOrder {
+		versions[shortType(typ)] = snap.GetVersion(typ)
+	}
+	if maps.Equal(versions, s.Versions(key)) {
+		return
+	}
+	s.startConvergence(key, versions)
 }

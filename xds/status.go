@@ -134,11 +134,13 @@ func (t *tracker) setEnvoy(stream string, v translate.Version, text string) {
 	}
 }
 
-func (t *tracker) sent(stream, typeURL, version, nonce string) {
+// sent records a response and returns the stream's gateway.
+func (t *tracker) sent(stream, typeURL, version, nonce string) (gateway string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s := t.streams[stream]; s != nil {
 		s.Sent[shortType(typeURL)] = version
+		gateway = s.Gateway
 	}
 	if nonce != "" {
 		if t.nonces[stream] == nil {
@@ -146,6 +148,7 @@ func (t *tracker) sent(stream, typeURL, version, nonce string) {
 		}
 		t.nonces[stream][nonce] = version
 	}
+	return gateway
 }
 
 // lastSent is the version last sent on the stream for the type.
@@ -170,12 +173,40 @@ func (t *tracker) versionOfNonce(stream, nonce string) string {
 	return v
 }
 
-func (t *tracker) ack(stream, typeURL, version string) {
+// ack records an ACK and returns the stream's gateway.
+func (t *tracker) ack(stream, typeURL, version string) (gateway string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s := t.streams[stream]; s != nil {
 		s.Acked[shortType(typeURL)] = version
+		gateway = s.Gateway
 	}
+	return gateway
+}
+
+// progress returns a stream's gateway and copies of the versions it was
+// sent and ACKed, per short type.
+func (t *tracker) progress(stream string) (gateway string, acked, sent map[string]string, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.streams[stream]
+	if s == nil {
+		return "", nil, nil, false
+	}
+	return s.Gateway, copyMap(s.Acked), copyMap(s.Sent), true
+}
+
+// streamsOf lists the streams whose node names gateway.
+func (t *tracker) streamsOf(gateway string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for id, s := range t.streams {
+		if s.Gateway == gateway {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func (t *tracker) nack(stream, typeURL, version, msg string, now time.Time) NackRecord {
