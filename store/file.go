@@ -197,11 +197,12 @@ func (f *FileSource) Start(st *Store) error {
 // Sync loads the directory into st. It returns the resulting error, if any:
 // decoding violations, resolution violations or a refusal by the store.
 func (f *FileSource) Sync(st *Store) error {
+	start := time.Now()
 	objs, violations, err := f.Load()
 	if err != nil {
 		return err
 	}
-	_, err = st.Replace(f.Name(), objs, violations)
+	_, err = st.replace(f.Name(), objs, violations, time.Since(start))
 	return err
 }
 

@@ -62,7 +62,23 @@ type Options struct {
 	// lower every policy kind in memory. Nil reads regular files, bounded
 	// by MaxMaterialSize.
 	ReadMaterial func(path string) ([]byte, error)
+	// Metrics receives how long changes take and which are refused; nil
+	// records nothing. tollgate serve passes the xDS server's metrics.
+	Metrics Metrics
 }
+
+// Metrics is what the store reports to tollgate's metrics.
+type Metrics interface {
+	// ObserveReload records the time one change spent decoding,
+	// resolving and lowering (Accept excluded), and its outcome.
+	ObserveReload(d time.Duration, err error)
+	// RefusedChange counts a change refused for a reason class.
+	RefusedChange(reason string)
+}
+
+// RefusedInvalidPolicy is the reason class of a change the store refuses
+// for its violations (the xDS server counts its own refusals).
+const RefusedInvalidPolicy = "invalid_policy"
 
 // Store merges the objects of every source and hands out the resolved
 // Config.
@@ -134,6 +150,12 @@ func New(opts Options) (*Store, error) {
 // together with whatever resolving the rest finds, so that one pass shows
 // every problem.
 func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Violations) (*model.Config, error) {
+	return s.replace(source, objs, decodeErrs, 0)
+}
+
+// replace is Replace for a source that spent decoded reading objs, which
+// counts towards the reload time.
+func (s *Store) replace(source string, objs []model.Object, decodeErrs model.Violations, decoded time.Duration) (*model.Config, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	txn := s.db.Txn(true)
@@ -151,7 +173,7 @@ func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Vio
 			return nil, fmt.Errorf("store index: %w", err)
 		}
 	}
-	cfg, err := s.apply(txn, decodeErrs)
+	cfg, err := s.apply(txn, decodeErrs, decoded)
 	if err != nil {
 		s.lastErr = err
 		return nil, err
@@ -174,7 +196,7 @@ func (s *Store) Reload() error {
 	}
 	txn := s.db.Txn(false)
 	defer txn.Abort()
-	cfg, err := s.apply(txn, nil)
+	cfg, err := s.apply(txn, nil, 0)
 	if err != nil {
 		s.lastErr = err
 		return err
@@ -185,7 +207,17 @@ func (s *Store) Reload() error {
 
 // apply resolves and lowers the objects txn holds and offers the result to
 // Accept. The caller holds s.mu.
-func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations) (*model.Config, error) {
+func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations, decoded time.Duration) (_ *model.Config, err error) {
+	start := time.Now()
+	var took time.Duration
+	if s.opts.Metrics != nil {
+		defer func() {
+			if took == 0 {
+				took = time.Since(start)
+			}
+			s.opts.Metrics.ObserveReload(decoded+took, err)
+		}()
+	}
 	all, err := allObjects(txn)
 	if err != nil {
 		return nil, err
@@ -213,8 +245,12 @@ func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations) (*model.Confi
 	}
 	violations = append(append(model.Violations(nil), decodeErrs...), violations...)
 	if err := violations.Err(); err != nil {
+		if s.opts.Metrics != nil {
+			s.opts.Metrics.RefusedChange(RefusedInvalidPolicy)
+		}
 		return nil, err
 	}
+	took = time.Since(start)
 	if s.opts.Accept != nil {
 		if err := s.opts.Accept(cfg); err != nil {
 			return nil, err
