@@ -87,6 +87,11 @@ type GatewayConfig struct {
 	Parent *ParentHop
 	// Children are the Parent-mode gateways whose parent this is, sorted.
 	Children []Ref
+	// RegionAllowList is the gateway's RegionAllowListPolicy, or nil.
+	RegionAllowList *RegionAllowList
+	// RegionRefused are the backends of the gateway's routes that its
+	// RegionAllowListPolicy refuses, by backend (see region.go).
+	RegionRefused map[Ref]*RegionRefusal
 }
 
 // ListenerConfig is one listener and the routes attached to it, sorted by

@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies/guardrails"
 	"github.com/tollgate-dev/tollgate/policies/policy"
 	"github.com/tollgate-dev/tollgate/policies/qoscontroller"
+	"github.com/tollgate-dev/tollgate/policies/regionallowlist"
 )
 
 // Kinds lists the policy kinds in lowering order. The core kinds (Gateway,
@@ -34,6 +35,9 @@ var Kinds = []policy.Kind{
 	qoscontroller.Kind,
 	dnspolicy.Kind,
 	guardrails.Kind,
+	// After the kinds that make a backend unavailable (dnspolicy): its
+	// Finish tells a refused backend from an unavailable one.
+	regionallowlist.Kind,
 	// Last: it reads the backends of authorization services as the kinds
 	// above left them, and attaches to routes only.
 	externalauth.Kind,

@@ -40,9 +40,11 @@ type target struct {
 // aggregate reports whether the target is an aggregate cluster.
 func (t target) aggregate() bool { return len(t.Members) > 1 }
 
-// Targets plans a rule's traffic split over its served backends.
-func Targets(rule *model.RuleConfig) []target {
-	served := ServedBackends(rule)
+// Targets plans a rule's traffic split over the backends gateway g serves
+// (see ServedBackends): a backend g's RegionAllowListPolicy refuses is no
+// member of any fail-over order there.
+func Targets(g *model.GatewayConfig, rule *model.RuleConfig) []target {
+	served := ServedBackends(g, rule)
 	if len(served) == 0 {
 		return nil
 	}

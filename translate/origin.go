@@ -227,15 +227,22 @@ func (o *origins) routes() []*model.RouteConfig {
 // failover finds the rules whose fail-over order the aggregate cluster
 // is (the name may end in a hash), and adds their routes and members.
 func (o *origins) failover(name string) {
-	for _, r := range o.routes() {
-		for _, rule := range r.Rules {
-			for _, t := range Targets(rule) {
-				if !t.aggregate() || t.Cluster != name {
-					continue
-				}
-				o.add(r.Ref)
-				for _, m := range t.Members {
-					o.add(m.Ref)
+	for _, g := range o.cfg.Gateways {
+		if o.gw != nil && g != o.gw {
+			continue
+		}
+		for _, l := range g.Listeners {
+			for _, r := range l.Routes {
+				for _, rule := range r.Rules {
+					for _, t := range Targets(g, rule) {
+						if !t.aggregate() || t.Cluster != name {
+							continue
+						}
+						o.add(r.Ref)
+						for _, m := range t.Members {
+							o.add(m.Ref)
+						}
+					}
 				}
 			}
 		}

@@ -83,7 +83,18 @@ func translateChild(cfg *model.Config, g *model.GatewayConfig) (*GatewayResource
 // (EgressPolicy allowedSources) and ExternalAuth rules are checked here,
 // where the workload is the peer (RouteConfiguration adds them, see
 // externalauth.go); the parent only sees the child's Envoys.
+//
+// A rule the child's own RegionAllowListPolicy refuses (see
+// model.GatewayConfig.ChildRegionRefusal) answers 403 here and is never
+// forwarded.
 func ChildRoute(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, matchIndex int) (*routev3.Route, error) {
+	if rf := g.ChildRegionRefusal(rule); rf != nil {
+		return &routev3.Route{
+			Name:   RouteName(r, rule, matchIndex),
+			Match:  RouteMatch(m),
+			Action: &routev3.Route_DirectResponse{DirectResponse: RegionRefusedResponse([]*model.RegionRefusal{rf})},
+		}, nil
+	}
 	route := &routev3.Route{
 		Name:   RouteName(r, rule, matchIndex),
 		Match:  RouteMatch(m),

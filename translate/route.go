@@ -148,7 +148,7 @@ func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig,
 		Name:  RouteName(r, rule, matchIndex),
 		Match: RouteMatch(m),
 	}
-	if served := ServedBackends(rule); served != nil {
+	if served := ServedBackends(g, rule); served != nil {
 		route.Action = &routev3.Route_Route{Route: RouteAction(g, r, rule)}
 		// The router keeps the body for a retry only up to this limit, then
 		// gives retries up (Filter::decodeData in
@@ -156,7 +156,7 @@ func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig,
 		// SigV4 signer reads the whole body within it too.
 		route.RequestBodyBufferLimit = wrapperspb.UInt64(*EffectiveRetry(g, r).BufferLimit)
 		route.RequestHeadersToRemove = stripCredentialsAtRoute(served)
-		if anyHop(Targets(rule)) {
+		if anyHop(Targets(g, rule)) {
 			// Only this gateway's retries may read the mark of its hops'
 			// refusals (RetryStateImpl::shouldRetryHeaders runs before
 			// Filter::onUpstreamHeaders finalizes the response headers in
@@ -164,7 +164,7 @@ func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig,
 			route.ResponseHeadersToRemove = []string{RefusalHeader}
 		}
 	} else {
-		route.Action = &routev3.Route_DirectResponse{DirectResponse: UnavailableResponse(rule)}
+		route.Action = &routev3.Route_DirectResponse{DirectResponse: UnservedResponse(g, rule)}
 	}
 	return route, nil
 }
@@ -247,7 +247,7 @@ func regex(s string) *matcherv3.RegexMatcher {
 // Targets), with the retry policy of the route and its gateway. Each backend
 // keeps its own Host header.
 func RouteAction(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig) *routev3.RouteAction {
-	targets := Targets(rule)
+	targets := Targets(g, rule)
 	failover := len(targets) > 0 && targets[0].aggregate()
 	ra := &routev3.RouteAction{
 		Timeout:     durationpb.New(rule.Timeout),

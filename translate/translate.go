@@ -109,7 +109,7 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 		}
 		for _, r := range l.Routes {
 			for _, rule := range r.Rules {
-				for _, t := range Targets(rule) {
+				for _, t := range Targets(g, rule) {
 					if t.aggregate() && !aggregates[t.Cluster] {
 						aggregates[t.Cluster] = true
 						c, err := AggregateCluster(t)
@@ -134,9 +134,10 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 					}
 				}
 				for _, wb := range rule.Backends {
-					// An unavailable backend gets no cluster: its routes
-					// answer 503 instead (see unavailable.go).
-					if wb.Backend.Unavailable == "" {
+					// An unavailable backend, or one the gateway's
+					// RegionAllowListPolicy refuses, gets no cluster: its
+					// routes answer 503 or 403 instead (see unavailable.go).
+					if g.Serves(wb.Backend) {
 						used[wb.Backend.Ref] = wb.Backend
 					}
 				}
