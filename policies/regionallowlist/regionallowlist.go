@@ -160,7 +160,7 @@ func backendCondition(a *model.RegionAllowList, rf *model.RegionRefusal) model.C
 	}
 	return model.Condition{
 		Object: rf.Backend.String(), Type: model.ConditionRegionAllowed, Status: false, Reason: rf.Reason,
-		Message: fmt.Sprintf("%s (allowed: %s): %s is never served from it, and its routes there fail over to allowed backends or answer 403; %s, or route it through another gateway",
+		Message: fmt.Sprintf("%s (allowed: %s): it is never served from %s, where its routes use their allowed backends only, or answer 403 when none is left; %s, or route it through another gateway",
 			rf.Describe(), allowed(a), rf.Gateway, fix),
 	}
 }
@@ -178,8 +178,8 @@ func routeCondition(g *model.GatewayConfig, r *model.RouteConfig) (model.Conditi
 		if g.Parent != nil {
 			if rf := g.ChildRegionRefusal(rule); rf != nil {
 				reason = firstReason(reason, rf.Reason)
-				notes = append(notes, fmt.Sprintf("%s answers 403 on %s: its parent may pick %s; %s is in Parent mode and cannot choose the backend, so it refuses the rule (give the refused backend a rule of its own, or let the parent's policy decide)",
-					name, g.Ref, refusalText(*rf), g.Ref))
+				notes = append(notes, fmt.Sprintf("%s answers 403 on %s, which is in Parent mode and cannot choose the backend its parent picks, and the parent may pick %s (a rule whose backends are all allowed is forwarded: give refused backends rules of their own)",
+					name, g.Ref, refusalText(*rf)))
 			}
 			continue
 		}
@@ -201,7 +201,7 @@ func routeCondition(g *model.GatewayConfig, r *model.RouteConfig) (model.Conditi
 		case len(refused) == 0:
 			continue
 		case remaining > 0:
-			notes = append(notes, fmt.Sprintf("%s on %s leaves out %s and splits its traffic among its other backends",
+			notes = append(notes, fmt.Sprintf("%s on %s leaves out %s and sends its traffic to its allowed backends only (by weight, then fail-over order)",
 				name, g.Ref, model.RegionRefusalSummary(refused)))
 		case unavailable:
 			notes = append(notes, fmt.Sprintf("%s on %s leaves out %s; its other backends are unavailable, so it answers 503 until they are",
