@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -65,6 +66,9 @@ type Options struct {
 	// Metrics receives how long changes take and which are refused; nil
 	// records nothing. tollgate serve passes the xDS server's metrics.
 	Metrics Metrics
+	// Log receives the audit lines of accepted changes (backends a
+	// RegionAllowListPolicy newly refuses or admits); nil is slog.Default().
+	Log *slog.Logger
 }
 
 // Metrics is what the store reports to tollgate's metrics.
@@ -257,6 +261,11 @@ func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations, decoded time.
 		}
 	}
 	s.opts.DNS.retain(checks)
+	log := s.opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	auditRegions(log, s.current, cfg)
 	return cfg, nil
 }
 
