@@ -37,28 +37,49 @@ func (s *Server) startConvergence(gateway string, versions map[string]string) {
 	}
 	w := &convergenceWait{start: s.now(), versions: versions, nodes: map[string]bool{}}
 	for _, st := range streams {
-		w.nodes[st] = true
+		p, ok := s.tracker.progress(st)
+		switch {
+		case !ok:
+		case p.lastNack != nil && versions[p.lastNack.Type] == p.lastNack.Version && p.acked[p.lastNack.Type] != p.lastNack.Version:
+			// The node already rejected a version this publication
+			// keeps; it will not be sent again, so it cannot converge.
+			s.metrics.incomplete.WithLabelValues(gateway, "nack").Inc()
+		default:
+			w.nodes[st] = true
+		}
 	}
-	s.conv.waits[gateway] = w
+	if len(w.nodes) > 0 {
+		s.conv.waits[gateway] = w
+	}
+}
+
+// converged reports whether a node holds the published versions of every
+// type it was ever sent. A type never sent is one the node does not
+// subscribe to. A Delta stream is sent a type only when a resource it
+// subscribes to changes; tollgate's Envoys subscribe to every resource of
+// their gateway's snapshot, so a changed version always reaches them.
+func converged(p nodeProgress, versions map[string]string) bool {
+	for typ, v := range versions {
+		if _, subscribed := p.sent[typ]; subscribed && p.acked[typ] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // convergeAck re-examines a stream after an ACK: it is done once every type
 // it subscribes to holds the published version.
 func (s *Server) convergeAck(stream string) {
-	gateway, acked, sent, ok := s.tracker.progress(stream)
+	p, ok := s.tracker.progress(stream)
 	if !ok {
 		return
 	}
+	gateway := p.gateway
 	s.conv.mu.Lock()
 	defer s.conv.mu.Unlock()
 	w := s.conv.waits[gateway]
-	if w == nil || !w.nodes[stream] {
+	if w == nil || !w.nodes[stream] || !converged(p, w.versions) {
 		return
-	}
-	for typ, v := range w.versions {
-		if _, subscribed := sent[typ]; subscribed && acked[typ] != v {
-			return
-		}
 	}
 	delete(w.nodes, stream)
 	w.acked++

@@ -184,16 +184,27 @@ func (t *tracker) ack(stream, typeURL, version string) (gateway string) {
 	return gateway
 }
 
-// progress returns a stream's gateway and copies of the versions it was
-// sent and ACKed, per short type.
-func (t *tracker) progress(stream string) (gateway string, acked, sent map[string]string, ok bool) {
+// nodeProgress is what convergence needs of a stream.
+type nodeProgress struct {
+	gateway     string
+	acked, sent map[string]string // per short type
+	lastNack    *Nack
+}
+
+// progress returns a copy of a stream's progress.
+func (t *tracker) progress(stream string) (nodeProgress, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.streams[stream]
 	if s == nil {
-		return "", nil, nil, false
+		return nodeProgress{}, false
 	}
-	return s.Gateway, copyMap(s.Acked), copyMap(s.Sent), true
+	p := nodeProgress{gateway: s.Gateway, acked: copyMap(s.Acked), sent: copyMap(s.Sent)}
+	if s.LastNack != nil {
+		n := *s.LastNack
+		p.lastNack = &n
+	}
+	return p, true
 }
 
 // streamsOf lists the streams whose node names gateway.
