@@ -2,11 +2,13 @@ package xds
 
 import (
 	"errors"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Label values that stand for what policies do not define, so that a
@@ -122,6 +124,11 @@ func NewMetrics() *Metrics {
 
 // Registry is where the metrics are registered, for the /metrics handler.
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Handler serves the metrics in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
 
 // ObserveReload records the time the store spent on one change.
 func (m *Metrics) ObserveReload(d time.Duration, err error) {

@@ -72,7 +72,7 @@ func newServeCmdWith(v *viper.Viper) *cobra.Command {
 	f.String("config", "", "optional config file (YAML) with the same keys as the flags")
 	f.String("policies", "", "directory of policy YAML files (read recursively)")
 	f.String("xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
-	f.String("admin-addr", "127.0.0.1:19000", "address of the admin HTTP server (status, health)")
+	f.String("admin-addr", "127.0.0.1:19000", "address of the admin HTTP server (status, metrics, health)")
 	f.String("system-ca-bundle", model.DefaultSystemCABundle, "path, on the Envoy hosts, of the system trust bundle used to verify providers")
 	f.Duration("debounce", store.DefaultDebounce, "quiet period before a changed policy directory is reloaded")
 	f.String("log-level", "info", "debug, info, warn or error")
@@ -283,12 +283,15 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 		}()
 		extra = append(extra, spiffeID.Conditions)
 	}
+	metrics := xds.NewMetrics()
+	xdsOpts.Metrics = metrics
 	xdsServer := xds.NewServer(ctx, xdsOpts)
 	dns := store.NewDNSVerifier(store.DNSVerifierOptions{Log: log})
 	st, err := store.New(store.Options{
 		Settings: model.Settings{SystemCABundle: cfg.SystemCABundle},
 		Accept:   xdsServer.Apply,
 		DNS:      dns,
+		Metrics:  metrics,
 	})
 	if err != nil {
 		return nil, err
@@ -317,7 +320,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 		xdsLis.Close()
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
-	admin := &http.Server{Handler: adminMux(st, xdsServer, extra...), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: adminMux(st, xdsServer, metrics.Handler(), extra...), ReadHeaderTimeout: 10 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return xdsServer.Serve(gctx, xdsLis) })
@@ -364,10 +367,11 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer) error {
 	return inst.wait()
 }
 
-// adminMux serves status; extra adds conditions of other parts (tollgate's
-// own SVID).
-func adminMux(st *store.Store, x *xds.Server, extra ...func() []model.Condition) *http.ServeMux {
+// adminMux serves status and metrics; extra adds conditions of other parts
+// (tollgate's own SVID).
+func adminMux(st *store.Store, x *xds.Server, metrics http.Handler, extra ...func() []model.Condition) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/status/", x.AdminHandler())
 	mux.HandleFunc("GET /status/policies", func(w http.ResponseWriter, _ *http.Request) {
 		// The policies' conditions and those of the connected Envoys (a
