@@ -67,7 +67,8 @@ type Options struct {
 	// records nothing. tollgate serve passes the xDS server's metrics.
 	Metrics Metrics
 	// Log receives the audit lines of accepted changes (backends a
-	// RegionAllowListPolicy newly refuses or admits); nil is slog.Default().
+	// RegionAllowListPolicy newly refuses or admits); nil logs nothing
+	// (tollgate validate). tollgate serve passes its logger.
 	Log *slog.Logger
 }
 
@@ -261,11 +262,9 @@ func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations, decoded time.
 		}
 	}
 	s.opts.DNS.retain(checks)
-	log := s.opts.Log
-	if log == nil {
-		log = slog.Default()
+	if s.opts.Log != nil {
+		auditRegions(s.opts.Log, s.current, cfg)
 	}
-	auditRegions(log, s.current, cfg)
 	return cfg, nil
 }
 

@@ -292,6 +292,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 		Accept:   xdsServer.Apply,
 		DNS:      dns,
 		Metrics:  metrics,
+		Log:      log,
 	})
 	if err != nil {
 		return nil, err
