@@ -109,15 +109,11 @@ func spireSDSConfig(name string) *tlsv3.SdsSecretConfig {
 func sanMatches(sans []model.SANMatch) []*tlsv3.SubjectAltNameMatcher {
 	out := make([]*tlsv3.SubjectAltNameMatcher, 0, len(sans))
 	for _, s := range sans {
-		typ := tlsv3.SubjectAltNameMatcher_DNS
-		if s.Type == "URI" {
-			typ = tlsv3.SubjectAltNameMatcher_URI
-		}
 		m := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.Value}}
 		if s.Prefix != "" {
 			m = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: s.Prefix}}
 		}
-		out = append(out, &tlsv3.SubjectAltNameMatcher{SanType: typ, Matcher: m})
+		out = append(out, sanMatcher(s.Type, m))
 	}
 	return out
 }

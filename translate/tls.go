@@ -82,16 +82,18 @@ func tlsParams(min string) *tlsv3.TlsParameters {
 func sanMatchers(sans []model.SAN) []*tlsv3.SubjectAltNameMatcher {
 	out := make([]*tlsv3.SubjectAltNameMatcher, 0, len(sans))
 	for _, s := range sans {
-		typ := tlsv3.SubjectAltNameMatcher_DNS
-		if s.Type == "URI" {
-			typ = tlsv3.SubjectAltNameMatcher_URI
-		}
-		out = append(out, &tlsv3.SubjectAltNameMatcher{
-			SanType: typ,
-			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.Value}},
-		})
+		out = append(out, sanMatcher(s.Type, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s.Value}}))
 	}
 	return out
+}
+
+// sanMatcher matches a URI SAN for type "URI", else a DNS SAN.
+func sanMatcher(typ string, m *matcherv3.StringMatcher) *tlsv3.SubjectAltNameMatcher {
+	t := tlsv3.SubjectAltNameMatcher_DNS
+	if typ == "URI" {
+		t = tlsv3.SubjectAltNameMatcher_URI
+	}
+	return &tlsv3.SubjectAltNameMatcher{SanType: t, Matcher: m}
 }
 
 func alpn(protocol string) []string {
