@@ -92,6 +92,11 @@ type GatewayConfig struct {
 	// RegionRefused are the backends of the gateway's routes that its
 	// RegionAllowListPolicy refuses, by backend (see region.go).
 	RegionRefused map[Ref]*RegionRefusal
+	// RateLimitService is the gateway's rate limit service; nil when no
+	// RateLimitPolicy names one (only local limits are then possible).
+	RateLimitService *RateLimitService
+	// RateLimits are the gateway-scope RateLimitPolicy's settings.
+	RateLimits *RateLimitSettings
 }
 
 // ListenerConfig is one listener and the routes attached to it, sorted by
@@ -104,6 +109,8 @@ type ListenerConfig struct {
 	Identity IdentityPattern
 	// TLS is set for an HTTPS listener.
 	TLS *ListenerTLSConfig
+	// Observability is the gateway's ObservabilityPolicy; nil means none.
+	Observability *ObservabilitySettings
 }
 
 // RouteConfig is an HTTPRoute with its references resolved.
@@ -118,6 +125,8 @@ type RouteConfig struct {
 	// ExternalAuth admits or refuses clients of the route; nil means no
 	// ExternalAuth targets it (see externalauth.go).
 	ExternalAuth *ExternalAuthSettings
+	// RateLimits are the route-scope RateLimitPolicy's settings.
+	RateLimits *RateLimitSettings
 }
 
 // RetrySettings say when and how a gateway retries. Unset fields fall back
@@ -216,6 +225,9 @@ type BackendConfig struct {
 	// QoS are the QoSController's settings (outlier detection, circuit
 	// breakers, health checks); nil means none targets the backend.
 	QoS *QoSSettings
+	// RateLimits are the backend-scope RateLimitPolicy's settings: they
+	// apply to every rule that may send a request to the backend.
+	RateLimits *RateLimitSettings
 	// Unavailable, when set, says why the backend is not served (e.g. its
 	// reverse DNS did not verify): it gets no cluster, routes leave it out
 	// of their weighted clusters and answer 503 with this reason when no

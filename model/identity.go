@@ -144,3 +144,26 @@ func (p IdentityPattern) Parse(id string) (trustDomain, namespace, serviceAccoun
 	}
 	return trustDomain, namespace, serviceAccount, true
 }
+
+// Identity parts, for CaptureRegex.
+const (
+	PartNamespace      = "namespace"
+	PartServiceAccount = "serviceAccount"
+)
+
+// CaptureRegex is an anchored RE2 expression for the pattern's IDs whose
+// only capturing group is the given part (PartNamespace or
+// PartServiceAccount).
+func (p IdentityPattern) CaptureRegex(part string) string {
+	const mark = "\x00"
+	var re string
+	switch part {
+	case PartNamespace:
+		re = p.Regex("", mark, "")
+	case PartServiceAccount:
+		re = p.Regex("", "", mark)
+	default:
+		panic("unknown identity part " + part)
+	}
+	return strings.Replace(re, regexp.QuoteMeta(mark), "("+identitySegment+")", 1)
+}

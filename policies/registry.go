@@ -21,8 +21,10 @@ import (
 	"github.com/tollgate-dev/tollgate/policies/externalauth"
 	"github.com/tollgate-dev/tollgate/policies/gatewaytls"
 	"github.com/tollgate-dev/tollgate/policies/guardrails"
+	"github.com/tollgate-dev/tollgate/policies/observability"
 	"github.com/tollgate-dev/tollgate/policies/policy"
 	"github.com/tollgate-dev/tollgate/policies/qoscontroller"
+	"github.com/tollgate-dev/tollgate/policies/ratelimit"
 	"github.com/tollgate-dev/tollgate/policies/regionallowlist"
 )
 
@@ -35,12 +37,15 @@ var Kinds = []policy.Kind{
 	qoscontroller.Kind,
 	dnspolicy.Kind,
 	guardrails.Kind,
+	// After gatewaytls: identity keys need listeners that verify clients.
+	ratelimit.Kind,
 	// After the kinds that make a backend unavailable (dnspolicy): its
 	// Finish tells a refused backend from an unavailable one.
 	regionallowlist.Kind,
 	// Last: it reads the backends of authorization services as the kinds
 	// above left them, and attaches to routes only.
 	externalauth.Kind,
+	observability.Kind, // after dnspolicy: it reads whether its collectors are served
 }
 
 // NewScheme returns a scheme that decodes the core kinds and every policy

@@ -346,16 +346,25 @@ var AccessDeniedBody = map[string]any{
 // the access log filters have no response code details matcher) into
 // AccessDeniedBody. Other local replies, ext_authz refusals included (the
 // service's own answer), keep theirs. Nil when the listener has no RBAC.
-func localReplyConfig(l *model.ListenerConfig) *hcmv3.LocalReplyConfig {
-	if !needsRBAC(l) {
+func localReplyConfig(g *model.GatewayConfig, l *model.ListenerConfig) *hcmv3.LocalReplyConfig {
+	var mappers []*hcmv3.ResponseMapper
+	if needsRBAC(l) {
+		mappers = append(mappers, accessDeniedMapper())
+	}
+	mappers = append(mappers, rateLimitMappers(rateLimitNeedsOf(g, l))...)
+	if len(mappers) == 0 {
 		return nil
 	}
+	return &hcmv3.LocalReplyConfig{Mappers: mappers}
+}
+
+func accessDeniedMapper() *hcmv3.ResponseMapper {
 	body, err := structpb.NewStruct(AccessDeniedBody)
 	if err != nil {
 		panic(err) // a constant
 	}
 	cel := mustAny(&celv3.ExpressionFilter{Expression: "response.code_details.startsWith('" + AccessDeniedDetailsPrefix + "')"})
-	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
+	return &hcmv3.ResponseMapper{
 		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{ExtensionFilter: &accesslogv3.ExtensionFilter{
 			Name:       celFilter,
 			ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: cel},
@@ -363,5 +372,5 @@ func localReplyConfig(l *model.ListenerConfig) *hcmv3.LocalReplyConfig {
 		BodyFormatOverride: &corev3.SubstitutionFormatString{
 			Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: body},
 		},
-	}}}
+	}
 }

@@ -151,6 +151,9 @@ func render(t testing.TB, out *translate.Output) map[string][]byte {
 		add("clusters", g.Key, asMessages(g.Clusters)...)
 		add("endpoints", g.Key, asMessages(g.Endpoints)...)
 		add("secrets", g.Key, asMessages(g.Secrets)...)
+		if g.RateLimitConfig != nil {
+			add("ratelimit", g.Key, g.RateLimitConfig)
+		}
 	}
 	files := map[string][]byte{}
 	for kind, byGW := range kinds {

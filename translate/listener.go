@@ -17,7 +17,7 @@ import (
 // Listener builds the Envoy listener of a gateway listener: one filter chain
 // with an HTTP connection manager that fetches its routes over ADS.
 func Listener(cfg *model.Config, l *model.ListenerConfig) (*listenerv3.Listener, error) {
-	hcm, err := toAny(HTTPConnectionManager(l))
+	hcm, err := toAny(HTTPConnectionManager(gatewayOf(cfg, l), l))
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +43,7 @@ func Listener(cfg *model.Config, l *model.ListenerConfig) (*listenerv3.Listener,
 
 // HTTPConnectionManager is the HCM of a listener. The router is always the
 // last HTTP filter; features add theirs before it.
-func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager {
+func HTTPConnectionManager(g *model.GatewayConfig, l *model.ListenerConfig) *hcmv3.HttpConnectionManager {
 	return &hcmv3.HttpConnectionManager{
 		StatPrefix: StatPrefix(l),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -52,10 +52,11 @@ func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager
 			RouteConfigName: RouteConfigName(l),
 		}},
 		// The JSON body of access control refusals (externalauth.go).
-		LocalReplyConfig: localReplyConfig(l),
+		LocalReplyConfig: localReplyConfig(g, l),
 
-		HttpFilters: httpFilters(l),
-		AccessLog:   []*accesslogv3.AccessLog{stdoutAccessLog(l.TLS != nil && l.TLS.Client != nil)},
+		HttpFilters: httpFilters(g, l),
+		AccessLog:   AccessLogs(l), // observability.go
+		Tracing:     Tracing(l),
 		// Workloads talk to the gateway directly, so the peer address is
 		// the client. The gateway does not append it to X-Forwarded-For:
 		// internal addresses have no business reaching a provider.
@@ -71,17 +72,6 @@ func HTTPConnectionManager(l *model.ListenerConfig) *hcmv3.HttpConnectionManager
 		// verified identity is the peer certificate, carried in no header.
 		ForwardClientCertDetails: hcmv3.HttpConnectionManager_SANITIZE,
 	}
-}
-
-// httpFilters is the listener's filter chain, in the pipeline's order
-// (DESIGN.md, "One pipeline order"); this is the one place that order is
-// written down. Identity and access control come first (externalauth.go:
-// RBAC, then ext_authz), so that nothing runs for a client that is refused;
-// the router is last.
-func httpFilters(l *model.ListenerConfig) []*hcmv3.HttpFilter {
-	var filters []*hcmv3.HttpFilter
-	filters = append(filters, accessFilters(l)...)
-	return append(filters, routerFilter())
 }
 
 func routerFilter() *hcmv3.HttpFilter {
@@ -142,6 +132,18 @@ func stdoutAccessLog(clientIdentity bool) *accesslogv3.AccessLog {
 		Name:       "envoy.access_loggers.stdout",
 		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: cfg},
 	}
+}
+
+// gatewayOf is the gateway a listener belongs to.
+func gatewayOf(cfg *model.Config, l *model.ListenerConfig) *model.GatewayConfig {
+	for _, g := range cfg.Gateways {
+		for _, gl := range g.Listeners {
+			if gl == l {
+				return g
+			}
+		}
+	}
+	return nil
 }
 
 // adsConfigSource points a dependent resource (RDS, EDS, SDS) at the ADS

@@ -112,6 +112,22 @@ func requirementsOf(cfg *model.Config, g *model.GatewayConfig, gr *GatewayResour
 			}
 		}
 	}
+	for _, l := range g.Listeners {
+		if rateLimitNeedsOf(g, l).usage {
+			object, setting := usageLimitPolicy(g, l)
+			r := Requirement{
+				Feature:    "token usage of streamed responses, for RateLimitPolicy input and total budgets and ObservabilityPolicy attribution (envoy.filters.http.sse_to_metadata)",
+				MinVersion: Version{1, 38},
+				Object:     object,
+				Setting:    setting,
+				Field:      "envoy.extensions.filters.http.sse_to_metadata.v3.SseToMetadata",
+			}
+			if !seen[r] {
+				seen[r] = true
+				out = append(out, r)
+			}
+		}
+	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Feature != b.Feature {

@@ -156,6 +156,7 @@ func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig,
 		// SigV4 signer reads the whole body within it too.
 		route.RequestBodyBufferLimit = wrapperspb.UInt64(*EffectiveRetry(g, r).BufferLimit)
 		route.RequestHeadersToRemove = stripCredentialsAtRoute(served)
+		applyRateLimits(route, g, r, rule)
 		if anyHop(Targets(g, rule)) {
 			// Only this gateway's retries may read the mark of its hops'
 			// refusals (RetryStateImpl::shouldRetryHeaders runs before

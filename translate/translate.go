@@ -11,6 +11,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	rlsconfv3 "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
 
 	"github.com/tollgate-dev/tollgate/model"
 )
@@ -34,6 +35,9 @@ type GatewayResources struct {
 	// InlineSecrets is set when a cluster itself carries secret material
 	// (static AWS keys, which Envoy's SigV4 signer cannot take over SDS).
 	InlineSecrets bool
+	// RateLimitConfig is what the gateway's rate limit service counts;
+	// nil without one (ratelimit.go).
+	RateLimitConfig *rlsconfv3.RateLimitConfig
 	// Requirements are the features of this configuration that need an
 	// Envoy newer than OldestEnvoy (see requirements.go), sorted.
 	Requirements []Requirement
@@ -65,6 +69,9 @@ func Translate(cfg *model.Config) (*Output, error) {
 		gr, err := translateGateway(cfg, g)
 		if err != nil {
 			return nil, err
+		}
+		if g.Parent == nil {
+			gr.RateLimitConfig = RateLimitConfigOf(g)
 		}
 		gr.Requirements = requirementsOf(cfg, g, gr)
 		out.Gateways = append(out.Gateways, gr)
@@ -106,6 +113,12 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 		gr.Routes = append(gr.Routes, rc)
 		for _, b := range AuthServiceBackends(l) {
 			used[b.Ref] = b // ExternalAuth services (externalauth.go)
+		}
+		for _, b := range ObservabilityBackends(l) {
+			used[b.Ref] = b // OTLP collectors (observability.go)
+		}
+		if svc := g.RateLimitService; svc != nil && rateLimitNeedsOf(g, l).rls() {
+			used[svc.Backend.Ref] = svc.Backend // the rate limit service (ratelimit.go)
 		}
 		for _, r := range l.Routes {
 			for _, rule := range r.Rules {
@@ -194,6 +207,7 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 			wholePriority(cla)
 		}
 	}
+	annotateClusters(g, gr) // backend and provider for the access logs (observability.go)
 	sort.Slice(gr.Listeners, func(i, j int) bool { return gr.Listeners[i].Name < gr.Listeners[j].Name })
 	sort.Slice(gr.Routes, func(i, j int) bool { return gr.Routes[i].Name < gr.Routes[j].Name })
 	sort.Slice(gr.Clusters, func(i, j int) bool { return gr.Clusters[i].Name < gr.Clusters[j].Name })

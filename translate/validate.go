@@ -89,6 +89,11 @@ func (o *Output) Validate() error {
 				errs = append(errs, &ResourceError{Gateway: g.Key, Resource: m, Err: err})
 			}
 		}
+		if c := g.RateLimitConfig; c != nil {
+			if err := ValidateRateLimitConfig(c); err != nil {
+				errs = append(errs, &ResourceError{Gateway: g.Key, Resource: c, Err: err})
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

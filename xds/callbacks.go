@@ -93,6 +93,7 @@ type streamAuth struct {
 	identities []string
 	peer       string
 	gateway    string
+	key        string // the snapshot key: the gateway's, or its rate limit service's
 	authorized bool
 }
 
@@ -148,9 +149,10 @@ func (s *Server) authorize(stream string, node *corev3.Node) error {
 		return status.Error(codes.PermissionDenied, "xDS access denied: the stream is not authenticated")
 	}
 	if a.authorized {
-		if node != nil && node.GetCluster() != a.gateway {
-			msg := fmt.Sprintf("xDS access denied: node %q switched from gateway %q to %q on one stream; a stream serves one gateway", node.GetId(), a.gateway, node.GetCluster())
-			s.log.Error("xDS stream refused", "node", node.GetId(), "gateway", node.GetCluster(), "identity", strings.Join(a.identities, ", "), "peer", a.peer, "stream", stream, "reason", msg)
+		if node != nil && nodeKey(node) != a.key {
+			gw, _ := nodeGateway(node)
+			msg := fmt.Sprintf("xDS access denied: node %q switched from gateway %q to %q on one stream; a stream serves one gateway", node.GetId(), a.gateway, gw)
+			s.log.Error("xDS stream refused", "node", node.GetId(), "gateway", gw, "identity", strings.Join(a.identities, ", "), "peer", a.peer, "stream", stream, "reason", msg)
 			return status.Error(codes.PermissionDenied, msg)
 		}
 		return nil
@@ -160,14 +162,14 @@ func (s *Server) authorize(stream string, node *corev3.Node) error {
 		s.log.Error("xDS stream refused", "identity", strings.Join(a.identities, ", "), "peer", a.peer, "stream", stream, "reason", msg)
 		return status.Error(codes.PermissionDenied, msg)
 	}
-	gateway := node.GetCluster()
+	gateway, _ := nodeGateway(node)
 	identity, ok := s.opts.Authorizer.allow(a.identities, gateway)
 	if gateway == "" || !ok {
 		msg := s.opts.Authorizer.refusal(a.identities, node.GetId(), gateway)
 		s.log.Error("xDS stream refused", "node", node.GetId(), "gateway", gateway, "identity", strings.Join(a.identities, ", "), "peer", a.peer, "stream", stream, "reason", msg)
 		return status.Error(codes.PermissionDenied, msg)
 	}
-	a.gateway, a.authorized = gateway, true
+	a.gateway, a.key, a.authorized = gateway, nodeKey(node), true
 	s.tracker.setIdentity(stream, identity)
 	return nil
 }
@@ -183,7 +185,7 @@ func (s *Server) authorizeFetch(ctx context.Context, req *discoveryv3.DiscoveryR
 		s.log.Error("xDS fetch refused", "peer", addr, "reason", msg)
 		return status.Error(codes.PermissionDenied, msg)
 	}
-	gateway := req.GetNode().GetCluster()
+	gateway, _ := nodeGateway(req.GetNode())
 	if _, ok := s.opts.Authorizer.allow(ids, gateway); gateway == "" || !ok {
 		msg := s.opts.Authorizer.refusal(ids, req.GetNode().GetId(), gateway)
 		s.log.Error("xDS fetch refused", "node", req.GetNode().GetId(), "gateway", gateway, "identity", strings.Join(ids, ", "), "peer", addr, "reason", msg)
@@ -198,9 +200,10 @@ func (s *Server) identify(stream string, node *corev3.Node) {
 	if node == nil {
 		return
 	}
-	gateway := node.GetCluster()
-	known := s.knownGateway(gateway)
-	first, identity := s.tracker.identify(stream, node.GetId(), gateway, known)
+	gateway, rls := nodeGateway(node)
+	key := nodeKey(node)
+	known := s.knownGateway(key)
+	first, identity := s.tracker.identify(stream, node.GetId(), key, known)
 	if !first {
 		return
 	}
@@ -215,6 +218,12 @@ func (s *Server) identify(stream string, node *corev3.Node) {
 	}
 	defer s.checkVersions()
 	switch {
+	case rls && gateway == "":
+		s.log.Error("rate limit service connected with an empty "+RateLimitGatewayKey+"; it gets no configuration: set CONFIG_GRPC_XDS_NODE_METADATA="+RateLimitGatewayKey+"=<namespace>/<gateway>", args...)
+	case rls && !known:
+		s.log.Error("rate limit service asks for a gateway without a RateLimitPolicy service; it gets an empty configuration until one exists", args...)
+	case rls:
+		s.log.Info("rate limit service connected", args...)
 	case gateway == "":
 		s.log.Error("envoy connected without node.cluster; it gets no resources: set node.cluster to a gateway name (tollgate bootstrap does)", args...)
 	case !known:

@@ -3,6 +3,7 @@ package xds
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +57,7 @@ type Metrics struct {
 	validation   prometheus.Histogram
 	refused      *prometheus.CounterVec
 	connectedDsc *prometheus.Desc
+	rateLimitDsc *prometheus.Desc
 
 	mu      sync.Mutex
 	servers []*Server // read by the connected-nodes collector
@@ -111,6 +113,9 @@ func NewMetrics() *Metrics {
 		connectedDsc: prometheus.NewDesc("tollgate_connected_nodes",
 			"Envoy streams connected, by gateway (_unknown: no policy defines the gateway the node names) and stream kind (sotw or delta).",
 			[]string{"gateway", "stream"}, nil),
+		rateLimitDsc: prometheus.NewDesc("tollgate_ratelimit_instances",
+			"Rate limit service instances connected for their gateway's RateLimitConfig, by gateway (_unknown: no gateway with a rate limit service by that name).",
+			[]string{"gateway"}, nil),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -179,7 +184,10 @@ func (m *Metrics) attach(s *Server) {
 // tracker, so the gauge can never drift from /status/nodes.
 type connectedCollector struct{ m *Metrics }
 
-func (c connectedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.connectedDsc }
+func (c connectedCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.m.connectedDsc
+	ch <- c.m.rateLimitDsc
+}
 
 func (c connectedCollector) Collect(ch chan<- prometheus.Metric) {
 	c.m.mu.Lock()
@@ -187,17 +195,29 @@ func (c connectedCollector) Collect(ch chan<- prometheus.Metric) {
 	c.m.mu.Unlock()
 	type key struct{ gateway, stream string }
 	counts := map[key]int{}
+	rls := map[string]int{}
 	for _, s := range servers {
 		for _, n := range s.Status().Nodes {
 			if n.NodeID == "" && n.Gateway == "" {
 				continue // no request yet: no gateway to count it under
 			}
 			gw := n.Gateway
+			if strings.HasPrefix(gw, rateLimitPrefix) {
+				gw = strings.TrimPrefix(gw, rateLimitPrefix)
+				if !n.KnownGateway {
+					gw = unknownGateway
+				}
+				rls[gw]++
+				continue
+			}
 			if !n.KnownGateway {
 				gw = unknownGateway
 			}
 			counts[key{gw, streamKind(n.Stream)}]++
 		}
+	}
+	for gw, n := range rls {
+		ch <- prometheus.MustNewConstMetric(c.m.rateLimitDsc, prometheus.GaugeValue, float64(n), gw)
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.m.connectedDsc, prometheus.GaugeValue, float64(n), k.gateway, k.stream)

@@ -28,6 +28,7 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
@@ -43,7 +44,7 @@ import (
 // node.cluster names a gateway shares that gateway's snapshot.
 type gatewayHash struct{}
 
-func (gatewayHash) ID(node *corev3.Node) string { return node.GetCluster() }
+func (gatewayHash) ID(node *corev3.Node) string { return nodeKey(node) }
 
 // Options configure a Server. The zero value serves plaintext xDS, on
 // loopback addresses only, to any client, and refuses to publish secrets.
@@ -182,6 +183,13 @@ func (s *Server) Publish(out *translate.Output) error {
 			return err
 		}
 		snaps[g.Key] = snap
+		if g.RateLimitConfig != nil {
+			rs, err := rateLimitSnapshot(g, digestOf)
+			if err != nil {
+				return err
+			}
+			snaps[RateLimitSnapshotKey(g.Key)] = rs
+		}
 	}
 	s.mu.RLock()
 	for key := range s.served {
@@ -189,6 +197,9 @@ func (s *Server) Publish(out *translate.Output) error {
 			continue
 		}
 		empty, err := Snapshot(&translate.GatewayResources{Key: key})
+		if strings.HasPrefix(key, rateLimitPrefix) {
+			empty, err = rateLimitSnapshot(&translate.GatewayResources{Key: key}, digestOf)
+		}
 		if err != nil {
 			s.mu.RUnlock()
 			return err
@@ -204,6 +215,9 @@ func (s *Server) Publish(out *translate.Output) error {
 	for _, g := range out.Gateways {
 		current[g.Key] = true
 		requirements[g.Key] = g.Requirements
+		if g.RateLimitConfig != nil {
+			current[RateLimitSnapshotKey(g.Key)] = true
+		}
 	}
 	// Known gateways are updated first, so that an Envoy connecting while
 	// its gateway appears is logged as known.
@@ -255,6 +269,13 @@ func (s *Server) validate(out *translate.Output) (map[proto.Message]digest, map[
 				continue
 			}
 			passed[d] = true
+		}
+		// What the rate limit service loads, checked as its loader does
+		// (an invalid policy never reaches it).
+		if c := g.RateLimitConfig; c != nil {
+			if err := translate.ValidateRateLimitConfig(c); err != nil {
+				errs = append(errs, &translate.ResourceError{Gateway: g.Key, Resource: c, Err: err})
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -318,7 +339,11 @@ func (s *Server) Versions(gateway string) map[string]string {
 		return nil
 	}
 	out := map[string]string{}
-	for _, typ := range typeOrder {
+	types := typeOrder
+	if strings.HasPrefix(gateway, rateLimitPrefix) {
+		types = []resourcev3.Type{resourcev3.RateLimitConfigType}
+	}
+	for _, typ := range types {
 		out[shortType(typ)] = snap.GetVersion(typ)
 	}
 	return out

@@ -11,6 +11,7 @@ require (
 require (
 	cel.dev/expr v0.24.0 // indirect
 	github.com/envoyproxy/protoc-gen-validate v1.3.0 // indirect
+	go.opentelemetry.io/proto/otlp v1.9.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20251029180050-ab9386a59fda // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20251029180050-ab9386a59fda // indirect
 )

@@ -11,6 +11,7 @@ require (
 require (
 	cel.dev/expr v0.25.2 // indirect
 	github.com/envoyproxy/protoc-gen-validate v1.3.3 // indirect
+	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260720211330-0afa2a65878a // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260720211330-0afa2a65878a // indirect
 )
