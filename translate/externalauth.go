@@ -104,13 +104,9 @@ func ExtAuthz(s *model.AuthService) *extauthzv3.ExtAuthz {
 	}
 	if s.GRPC {
 		ea.IncludePeerCertificate = true
-		ea.Services = &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
-			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
-				ClusterName: ClusterName(b),
-				Authority:   b.Hostname,
-			}},
-			Timeout: durationpb.New(s.Timeout),
-		}}
+		gs := backendGRPCService(b)
+		gs.Timeout = durationpb.New(s.Timeout)
+		ea.Services = &extauthzv3.ExtAuthz_GrpcService{GrpcService: gs}
 	} else {
 		scheme := "http://"
 		if b.TLS {
@@ -346,12 +342,12 @@ var AccessDeniedBody = map[string]any{
 // the access log filters have no response code details matcher) into
 // AccessDeniedBody. Other local replies, ext_authz refusals included (the
 // service's own answer), keep theirs. Nil when the listener has no RBAC.
-func localReplyConfig(g *model.GatewayConfig, l *model.ListenerConfig) *hcmv3.LocalReplyConfig {
+func localReplyConfig(l *model.ListenerConfig, n rateLimitNeeds) *hcmv3.LocalReplyConfig {
 	var mappers []*hcmv3.ResponseMapper
 	if needsRBAC(l) {
 		mappers = append(mappers, accessDeniedMapper())
 	}
-	mappers = append(mappers, rateLimitMappers(rateLimitNeedsOf(g, l))...)
+	mappers = append(mappers, rateLimitMappers(n)...)
 	if len(mappers) == 0 {
 		return nil
 	}
@@ -373,4 +369,13 @@ func accessDeniedMapper() *hcmv3.ResponseMapper {
 			Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: body},
 		},
 	}
+}
+
+// backendGRPCService reaches a gRPC service (authorization, rate limit,
+// OTLP collector) run by a backend, through the backend's cluster.
+func backendGRPCService(b *model.BackendConfig) *corev3.GrpcService {
+	return &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+		ClusterName: ClusterName(b),
+		Authority:   b.Hostname,
+	}}}
 }

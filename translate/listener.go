@@ -44,6 +44,7 @@ func Listener(cfg *model.Config, l *model.ListenerConfig) (*listenerv3.Listener,
 // HTTPConnectionManager is the HCM of a listener. The router is always the
 // last HTTP filter; features add theirs before it.
 func HTTPConnectionManager(g *model.GatewayConfig, l *model.ListenerConfig) *hcmv3.HttpConnectionManager {
+	n := rateLimitNeedsOf(g, l)
 	return &hcmv3.HttpConnectionManager{
 		StatPrefix: StatPrefix(l),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -52,9 +53,9 @@ func HTTPConnectionManager(g *model.GatewayConfig, l *model.ListenerConfig) *hcm
 			RouteConfigName: RouteConfigName(l),
 		}},
 		// The JSON body of access control refusals (externalauth.go).
-		LocalReplyConfig: localReplyConfig(g, l),
+		LocalReplyConfig: localReplyConfig(l, n),
 
-		HttpFilters: httpFilters(g, l),
+		HttpFilters: httpFilters(g, l, n),
 		AccessLog:   AccessLogs(l), // observability.go
 		Tracing:     Tracing(l),
 		// Workloads talk to the gateway directly, so the peer address is

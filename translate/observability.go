@@ -224,12 +224,7 @@ func typedAccessLog(name string, cfg proto.Message, filter *accesslogv3.AccessLo
 
 // collectorService is the gRPC service of an OTLP collector, through its
 // backend's cluster, as ExtAuthz reaches a gRPC authorization service.
-func collectorService(b *model.BackendConfig) *corev3.GrpcService {
-	return &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
-		ClusterName: ClusterName(b),
-		Authority:   b.Hostname,
-	}}}
-}
+func collectorService(b *model.BackendConfig) *corev3.GrpcService { return backendGRPCService(b) }
 
 // otelAccessLog sends the fields as the attributes of one OTLP log record
 // per request, over the top-level grpc_service (Envoy 1.37; the older

@@ -43,8 +43,7 @@ import (
 // Encoder filters run in the reverse order, so every filter above the
 // rate limit filters has written its response metadata by the time the
 // rate limit filter is destroyed and sends its stream-end descriptors.
-func httpFilters(g *model.GatewayConfig, l *model.ListenerConfig) []*hcmv3.HttpFilter {
-	n := rateLimitNeedsOf(g, l)
+func httpFilters(g *model.GatewayConfig, l *model.ListenerConfig, n rateLimitNeeds) []*hcmv3.HttpFilter {
 	var filters []*hcmv3.HttpFilter
 	filters = append(filters, accessFilters(l)...)
 	filters = append(filters, identityFilters(l, n)...)

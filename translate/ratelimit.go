@@ -228,7 +228,7 @@ func rateLimitFilter(g *model.GatewayConfig, svc *model.RateLimitService, failOp
 		// unavailable), not Envoy's default 500.
 		StatusOnError: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		RateLimitService: &ratelimitconfv3.RateLimitServiceConfig{
-			GrpcService:         grpcService(svc.Backend),
+			GrpcService:         backendGRPCService(svc.Backend),
 			TransportApiVersion: corev3.ApiVersion_V3,
 		},
 		// x-ratelimit-limit/-remaining/-reset on refusals and on admitted
@@ -237,13 +237,6 @@ func rateLimitFilter(g *model.GatewayConfig, svc *model.RateLimitService, failOp
 		EnableXRatelimitHeaders: ratelimitv3.RateLimit_DRAFT_VERSION_03,
 		StatPrefix:              prefix,
 	}
-}
-
-func grpcService(b *model.BackendConfig) *corev3.GrpcService {
-	return &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
-		ClusterName: ClusterName(b),
-		Authority:   authority(b),
-	}}}
 }
 
 // applyRateLimits puts the rule's limits on its route as per-route configs
