@@ -97,6 +97,9 @@ type GatewayConfig struct {
 	RateLimitService *RateLimitService
 	// RateLimits are the gateway-scope RateLimitPolicy's settings.
 	RateLimits *RateLimitSettings
+	// GuardRails are the gateway-scope GuardRailsPolicy's content
+	// settings (model lists, output cap, prompt patterns, body size).
+	GuardRails *GuardRailSettings
 }
 
 // ListenerConfig is one listener and the routes attached to it, sorted by
@@ -127,6 +130,12 @@ type RouteConfig struct {
 	ExternalAuth *ExternalAuthSettings
 	// RateLimits are the route-scope RateLimitPolicy's settings.
 	RateLimits *RateLimitSettings
+	// GuardRails are the route-scope GuardRailsPolicy's content settings,
+	// overriding the gateway's field by field (see guardrails.go).
+	GuardRails *GuardRailSettings
+	// Processors are the PayloadProcessors of the route, in order (see
+	// payloadprocessor.go).
+	Processors []*ProcessorSettings
 }
 
 // RetrySettings say when and how a gateway retries. Unset fields fall back
@@ -228,6 +237,15 @@ type BackendConfig struct {
 	// RateLimits are the backend-scope RateLimitPolicy's settings: they
 	// apply to every rule that may send a request to the backend.
 	RateLimits *RateLimitSettings
+	// Schema is the API the backend speaks (see schema.go).
+	Schema string
+	// ModelMap renames the models clients ask for, on requests to this
+	// backend (From → To), in spec order.
+	ModelMap []ModelMapping
+	// ClientSchemas are the schemas of clients whose rules can send a
+	// request to this backend although it speaks another one: requests
+	// and responses are translated on the way (see schema.go). Sorted.
+	ClientSchemas []string
 	// Unavailable, when set, says why the backend is not served (e.g. its
 	// reverse DNS did not verify): it gets no cluster, routes leave it out
 	// of their weighted clusters and answer 503 with this reason when no
@@ -428,6 +446,7 @@ func BuildConfigWithInvalid(objs []Object, settings Settings, invalid map[Ref]bo
 		cfg.attach(rc, gateways, v)
 	}
 	cfg.resolveParents(gateways, &errs)
+	cfg.resolveSchemas(&errs) // schema.go
 	if len(errs) > 0 {
 		errs.Sort()
 		return nil, errs
@@ -453,6 +472,8 @@ func resolveBackend(b *Backend) *BackendConfig {
 		Protocol: b.EffectiveProtocol(),
 		Region:   b.Spec.Region,
 		Provider: b.Spec.Provider,
+		Schema:   b.EffectiveSchema(),
+		ModelMap: b.Spec.ModelMap,
 	}
 	for _, a := range b.Spec.Addresses {
 		port := a.Port

@@ -65,7 +65,8 @@ spec: {provider: anthropic}
 apiVersion: tollgate.dev/v1alpha1
 kind: Backend
 metadata: {name: claude, namespace: ml}
-spec: {provider: bedrock, region: eu-west-1}
+# Bedrock's OpenAI-compatible chat endpoint: the rule's clients speak OpenAI.
+spec: {provider: bedrock, region: eu-west-1, schema: openai}
 `,
 	"backends/vllm.yaml": `apiVersion: tollgate.dev/v1alpha1
 kind: Backend
@@ -167,6 +168,7 @@ func TestBuildConfig(t *testing.T) {
 		Addresses: []Address{{IP: "10.0.0.1", Port: 8000}, {IP: "10.0.0.2", Port: 9000}},
 		TLS:       false,
 		Protocol:  ProtocolHTTP1,
+		Schema:    SchemaOpenAI,
 	}, vllm)
 
 	// Gateways, sorted by namespace and name; routes attached to the

@@ -962,7 +962,7 @@ func TestDecodeMissingNameWithOtherErrors(t *testing.T) {
 	_, vs := decodeString(t, "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {}\nspec:\n  provider: openai\n  colour: blue\n")
 	require.Equal(t, []string{
 		`policy.yaml:3: Backend/: metadata.name: is required`,
-		`policy.yaml:6: Backend/: spec.colour: unknown field "colour" (known fields: addresses, hostname, port, protocol, provider, region, tls)`,
+		`policy.yaml:6: Backend/: spec.colour: unknown field "colour" (known fields: addresses, hostname, modelMap, port, protocol, provider, region, schema, tls)`,
 	}, rendered(vs))
 }
 

@@ -360,6 +360,22 @@ type BackendSpec struct {
 	TLS *bool `yaml:"tls,omitempty"`
 	// Region the backend serves from, e.g. us-east-1 or eu-west.
 	Region string `yaml:"region,omitempty"`
+	// Schema is the API the backend speaks: openai (chat completions),
+	// anthropic (messages), bedrock-converse or gemini. Provider presets
+	// set it; see schema.go.
+	Schema string `yaml:"schema,omitempty"`
+	// ModelMap renames models for this backend: a request for From that
+	// goes to this backend (also as a fail-over) asks for To instead.
+	ModelMap []ModelMapping `yaml:"modelMap,omitempty"`
+}
+
+// ModelMapping is one model rename of a backend.
+type ModelMapping struct {
+	// From is the model name clients send, e.g. gpt-4o.
+	From string `yaml:"from"`
+	// To is this backend's name for it, e.g. an Azure deployment name or a
+	// Bedrock model id.
+	To string `yaml:"to"`
 }
 
 // BackendAddress is one static address of a Backend.
@@ -450,6 +466,8 @@ func (b *Backend) Validate(v *Validator) {
 	if s.Region != "" && !dns1123Label.MatchString(s.Region) {
 		v.Errorf("spec.region", "%q must be lowercase letters, digits and '-'", s.Region)
 	}
+	b.validateSchema(v)   // schema.go
+	b.validateModelMap(v) // modelmatch.go
 }
 
 // EffectivePort is the port, defaulted to 443.
@@ -550,7 +568,22 @@ type RouteMatch struct {
 	QueryParams []ValueMatch `yaml:"queryParams,omitempty"`
 	// Method is an HTTP method such as POST.
 	Method string `yaml:"method,omitempty"`
+	// Model matches the model the request asks for: the body's model field
+	// (OpenAI, Anthropic, Gemini) or, for Bedrock, the model id in the path.
+	// A request without one matches only rules without a model condition.
+	Model *ModelMatch `yaml:"model,omitempty"`
 }
+
+// ModelMatch matches a request's model.
+type ModelMatch struct {
+	// Type is Exact (default), Prefix or RegularExpression (RE2, whole
+	// name).
+	Type  string `yaml:"type,omitempty"`
+	Value string `yaml:"value"`
+}
+
+// MatchPrefix is a plain string prefix (model names have no segments).
+const MatchPrefix = "Prefix"
 
 // PathMatch matches the request path.
 type PathMatch struct {
@@ -682,6 +715,9 @@ func validateMatch(v *Validator, p string, m RouteMatch) {
 	}
 	for k, q := range m.QueryParams {
 		validateValueMatch(v, fmt.Sprintf("%s.queryParams[%d]", p, k), q, false)
+	}
+	if m.Model != nil {
+		validateModelMatch(v, p+".model", *m.Model)
 	}
 	if m.Method != "" && !methods[m.Method] {
 		v.Errorf(p+".method", "%q is not an HTTP method: use one of CONNECT, DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE", m.Method)

@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies/gatewaytls"
 	"github.com/tollgate-dev/tollgate/policies/guardrails"
 	"github.com/tollgate-dev/tollgate/policies/observability"
+	"github.com/tollgate-dev/tollgate/policies/payloadprocessor"
 	"github.com/tollgate-dev/tollgate/policies/policy"
 	"github.com/tollgate-dev/tollgate/policies/qoscontroller"
 	"github.com/tollgate-dev/tollgate/policies/ratelimit"
@@ -45,6 +46,7 @@ var Kinds = []policy.Kind{
 	// Last: it reads the backends of authorization services as the kinds
 	// above left them, and attaches to routes only.
 	externalauth.Kind,
+	payloadprocessor.Kind,
 	observability.Kind, // after dnspolicy: it reads whether its collectors are served
 }
 

@@ -101,7 +101,18 @@ func anyHop(targets []target) bool {
 
 // needsHop reports whether a backend must be reached through a hop when it
 // sits behind a fail-over aggregate.
-func needsHop(b *model.BackendConfig) bool { return b.Credential != nil }
+func needsHop(b *model.BackendConfig) bool { return b.Credential != nil || needsBodyHop(b) }
+
+// singleHop reports whether a rule's only target is a backend reached
+// through its hop anyway (it rewrites request bodies: body.go).
+func singleHop(targets []target) bool {
+	for _, t := range targets {
+		if !t.aggregate() && needsBodyHop(t.Members[0]) {
+			return true
+		}
+	}
+	return false
+}
 
 // HopName names a backend's hop cluster and internal listener (clusters and
 // listeners are separate namespaces in Envoy).
@@ -237,6 +248,47 @@ func HopListener(b *model.BackendConfig, bufferLimit uint64) (*listenerv3.Listen
 		}},
 		StatusCode: wrapperspb.UInt32(502),
 	}}
+	def := &routev3.Route{
+		Name:                   HopName(b),
+		Match:                  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action:                 &routev3.Route_Route{Route: action},
+		RequestBodyBufferLimit: wrapperspb.UInt64(bufferLimit),
+	}
+	if needsBodyHop(b) {
+		// The outer gateway's routing headers end here (body.go, schema.go).
+		def.RequestHeadersToRemove = []string{ModelHeader, ClientSchemaHeader}
+		if b.Credential == nil {
+			// No upstream filters remove the refusal mark from this
+			// backend's answers (credentials.go), so the hop's routes do:
+			// its own refusals get the mark after the route's header
+			// removal (Utility::sendLocalReply runs modify_headers before
+			// LocalReplyImpl::rewrite), so they keep it.
+			def.ResponseHeadersToRemove = []string{RefusalHeader}
+		}
+	}
+	// Per-attempt body rewrites for this backend: its model names
+	// (body.go) and its schema (schema.go).
+	var filters []*hcmv3.HttpFilter
+	mapFilter, err := modelMapFilter(b)
+	if err != nil {
+		return nil, err
+	}
+	if mapFilter != nil {
+		filters = append(filters, mapFilter)
+	}
+	schemaFilters, schemaRoutes, err := hopSchema(b)
+	if err != nil {
+		return nil, err
+	}
+	filters = append(filters, schemaFilters...)
+	for _, r := range schemaRoutes {
+		if r.GetRoute() != nil {
+			r.RequestBodyBufferLimit = def.RequestBodyBufferLimit
+			r.ResponseHeadersToRemove = append(r.ResponseHeadersToRemove, def.ResponseHeadersToRemove...)
+		}
+	}
+	routes := append(schemaRoutes, modelMapRoutes(b, def)...)
+	routes = append(routes, def)
 	hcm, err := toAny(&hcmv3.HttpConnectionManager{
 		StatPrefix: HopName(b),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -245,15 +297,10 @@ func HopListener(b *model.BackendConfig, bufferLimit uint64) (*listenerv3.Listen
 			VirtualHosts: []*routev3.VirtualHost{{
 				Name:    HopName(b),
 				Domains: []string{"*"},
-				Routes: []*routev3.Route{{
-					Name:                   HopName(b),
-					Match:                  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action:                 &routev3.Route_Route{Route: action},
-					RequestBodyBufferLimit: wrapperspb.UInt64(bufferLimit),
-				}},
+				Routes:  routes,
 			}},
 		}},
-		HttpFilters:      []*hcmv3.HttpFilter{routerFilter()},
+		HttpFilters:      append(filters, routerFilter()),
 		LocalReplyConfig: &hcmv3.LocalReplyConfig{Mappers: mappers},
 		// The outer gateway already normalised the request; keep it as is.
 		StripPortMode: &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},

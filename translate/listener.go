@@ -53,7 +53,7 @@ func HTTPConnectionManager(g *model.GatewayConfig, l *model.ListenerConfig) *hcm
 			RouteConfigName: RouteConfigName(l),
 		}},
 		// The JSON body of access control refusals (externalauth.go).
-		LocalReplyConfig: localReplyConfig(l, n),
+		LocalReplyConfig: localReplyConfig(g, l, n),
 
 		HttpFilters: httpFilters(g, l, n),
 		AccessLog:   AccessLogs(l), // observability.go

@@ -266,13 +266,16 @@ func (o *origins) httpRoute(name string) {
 		if !strings.HasPrefix(name, prefix) {
 			continue
 		}
+		// A guard rail's refusal and a Bedrock-path twin are named after
+		// the route they stand before (body.go): <route name>/<what>.
+		is := func(rn string) bool { return name == rn || strings.HasPrefix(name, rn+"/") }
 		for _, rule := range r.Rules {
 			for i := range rule.Matches {
-				if RouteName(r, rule, i) == name {
+				if is(RouteName(r, rule, i)) {
 					o.route(r)
 				}
 			}
-			if len(rule.Matches) == 0 && RouteName(r, rule, 0) == name {
+			if len(rule.Matches) == 0 && is(RouteName(r, rule, 0)) {
 				o.route(r)
 			}
 		}

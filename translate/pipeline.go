@@ -25,29 +25,51 @@ import (
 // The pipeline: the one place the order of a listener's HTTP filters is
 // written down (httpFilters). On the request path:
 //
-//  1. access control: RBAC (EgressPolicy sources, ExternalAuth rules),
+//  1. the body, read once for routing: a workload's routing headers are
+//     removed, the body is held up to its size limit (413 above it), and
+//     its model, prompt and requested output tokens become request
+//     headers, after which Envoy chooses the route again (body.go). The
+//     route every later filter acts on is therefore the one the model
+//     selects, so model routing comes first: access control, guard rails,
+//     processors and limits decided on a route chosen without the body
+//     would apply another route's rules;
+//  2. access control: RBAC (EgressPolicy sources, ExternalAuth rules),
 //     then each ExternalAuth service (externalauth.go);
-//  2. attribution: the verified client identity into metadata, client
+//  3. attribution: the verified client identity into metadata, client
 //     address groups into headers (identityFilters, ipTagging);
-//  3. (prompt-mutating processors belong here, before anything reads or
-//     counts the body);
-//  4. the body: model and requested output tokens into metadata
+//  4. input guard rails: model lists, prompt patterns and refused output
+//     caps are routes that answer the refusal, placed before the route
+//     they guard (guardEntries): the router answers them, and no later
+//     filter acts on them, since processors and limits are per route; a
+//     clamped output cap rewrites the body here (clampFilter);
+//  5. payload processors that change the prompt (payloadprocessor.go);
+//     they cannot re-route the request (a processor's route change would
+//     skip the new route's access control);
+//  6. token accounting reads the body as the processors left it, after
+//     redaction: the model and requested output tokens into metadata
 //     (json_to_metadata), and on the response the provider's reported
 //     usage (json_to_metadata for JSON, sse_to_metadata for streams);
-//  5. rate limits: per-Envoy, then requests, then token budgets
+//  7. rate limits: per-Envoy, then requests, then token budgets
 //     (ratelimit.go), so that a budget is charged only for a request
-//     every earlier stage admitted, and after any redaction;
-//  6. the router; credentials are injected per attempt by the backends'
-//     upstream filters (credentials.go).
+//     every earlier stage admitted;
+//  8. the router; per attempt, on the backend the attempt goes to, its
+//     hop renames the model and translates the schema (body.go,
+//     schema.go), and its cluster's upstream filters inject its
+//     credential (credentials.go).
 //
-// Encoder filters run in the reverse order, so every filter above the
-// rate limit filters has written its response metadata by the time the
-// rate limit filter is destroyed and sends its stream-end descriptors.
+// Encoder filters run in the reverse order: on the response, the hop
+// translates back, then the usage filters read the provider's usage, then
+// the processors see the response, and the rate limit filter settles the
+// token budgets at the stream's end, when every filter above it has written
+// its response metadata; the access log is written last.
 func httpFilters(g *model.GatewayConfig, l *model.ListenerConfig, n rateLimitNeeds) []*hcmv3.HttpFilter {
 	var filters []*hcmv3.HttpFilter
+	filters = append(filters, bodyRouteFilters(bodyNeedsOf(g, l))...)
 	filters = append(filters, accessFilters(l)...)
 	filters = append(filters, identityFilters(l, n)...)
 	filters = append(filters, ipTagging(n)...)
+	filters = append(filters, clampFilter(l, g)...)
+	filters = append(filters, processorFilters(l)...)
 	filters = append(filters, bodyFilters(n)...)
 	filters = append(filters, rateLimitFilters(g, l, n)...)
 	return append(filters, routerFilter())

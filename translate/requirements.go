@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,6 +129,12 @@ func requirementsOf(cfg *model.Config, g *model.GatewayConfig, gr *GatewayResour
 			}
 		}
 	}
+	for _, r := range schemaRequirements(g, gr) {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Feature != b.Feature {
@@ -218,4 +225,53 @@ func dnsClusterOf(c *clusterv3.Cluster) *dnsclusterv3.DnsCluster {
 		return dc
 	}
 	return nil
+}
+
+// schemaRequirements: translating a request for a backend of another
+// schema (schema.go) needs Envoy's ai_protocol_manager filter with its
+// transcoder AI filter, alpha and new in Envoy 1.40, in the backend's hop,
+// whose translating routes carry its per-route configuration. One
+// requirement per field and HTTPRoute, naming each backendRef that sends
+// the route's clients to a backend of another schema through a hop this
+// gateway serves.
+func schemaRequirements(g *model.GatewayConfig, gr *GatewayResources) []Requirement {
+	hops := map[string]bool{}
+	for _, l := range gr.Listeners {
+		hops[l.GetName()] = true
+	}
+	var out []Requirement
+	for _, l := range g.Listeners {
+		for _, rc := range l.Routes {
+			var settings []string
+			for _, rule := range rc.Rules {
+				client, ok := rule.ClientSchema()
+				if !ok {
+					continue
+				}
+				for _, wb := range ServedBackends(g, rule) {
+					b := wb.Backend
+					if b.Schema == client || !slices.Contains(b.ClientSchemas, client) || !hops[HopName(b)] {
+						continue
+					}
+					settings = append(settings, fmt.Sprintf("the backendRef %s (schema %s) from spec.rules[%d], whose clients speak %s", b.Ref.Name, b.Schema, rule.Index, client))
+				}
+			}
+			if len(settings) == 0 {
+				continue
+			}
+			for _, f := range []struct{ feature, field string }{
+				{"translation between provider schemas (envoy.filters.http.ai_protocol_manager with the transcoder AI filter, alpha)", "envoy.extensions.filters.http.ai_protocol_manager.v3.AiProtocolManager"},
+				{"translation between provider schemas, per route (AiProtocolManagerPerRoute, alpha)", "envoy.extensions.filters.http.ai_protocol_manager.v3.AiProtocolManagerPerRoute"},
+			} {
+				out = append(out, Requirement{
+					Feature:    f.feature,
+					MinVersion: Version{1, 40},
+					Object:     rc.Ref.String(),
+					Setting:    strings.Join(settings, "; "),
+					Field:      f.field,
+				})
+			}
+		}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -52,6 +53,8 @@ func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*route
 		// would only delay route updates.
 		ValidateClusters: wrapperspb.Bool(false),
 	}
+	// The routing headers of the body filters end at the route (body.go).
+	readsBody := bodyNeedsOf(g, l).limit > 0
 	for _, h := range hosts {
 		entries := byHost[h]
 		sort.SliceStable(entries, func(i, j int) bool { return entries[i].before(entries[j]) })
@@ -65,7 +68,25 @@ func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*route
 			if err := applyAccess(route, l, e.route, e.rule); err != nil {
 				return nil, err
 			}
-			vh.Routes = append(vh.Routes, route)
+			if readsBody && route.GetRoute() != nil {
+				route.RequestHeadersToRemove = append(route.RequestHeadersToRemove, routeOnlyHeaders(g, e.rule)...)
+			}
+			variants := []*routev3.Route{route}
+			if e.match.Model != nil && g.Parent == nil && bedrockPathCompatible(e.match) && ruleSchema(g, e.rule) == model.SchemaBedrockConverse {
+				// Bedrock names the model in the path: the rule's model
+				// condition matches there too, in a twin route.
+				twin := proto.Clone(route).(*routev3.Route)
+				twin.Name += "/model-path"
+				twin.Match.Headers = append(withoutHeader(twin.Match.Headers, ModelHeader), pathMatcher(modelPathRegex([]model.ModelMatch{*e.match.Model}), false))
+				variants = append(variants, twin)
+			}
+			for i, v := range variants {
+				if g.Parent == nil {
+					// Content guard rails, right before the route (body.go).
+					vh.Routes = append(vh.Routes, guardEntries(g, e.route, e.rule, e.match, v, i > 0)...)
+				}
+				vh.Routes = append(vh.Routes, v)
+			}
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, vh)
 	}
@@ -106,6 +127,9 @@ func (a routeEntry) before(b routeEntry) bool {
 	}
 	if (a.match.Method != "") != (b.match.Method != "") {
 		return a.match.Method != ""
+	}
+	if (a.match.Model != nil) != (b.match.Model != nil) {
+		return a.match.Model != nil // a model condition is more specific
 	}
 	if len(a.match.Headers) != len(b.match.Headers) {
 		return len(a.match.Headers) > len(b.match.Headers)
@@ -157,7 +181,10 @@ func Route(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig,
 		route.RequestBodyBufferLimit = wrapperspb.UInt64(*EffectiveRetry(g, r).BufferLimit)
 		route.RequestHeadersToRemove = stripCredentialsAtRoute(served)
 		applyRateLimits(route, g, r, rule)
-		if anyHop(Targets(g, rule)) {
+		applyProcessors(route, r)         // payloadprocessor.go
+		applyClientSchema(route, g, rule) // schema.go
+		applyBodyLimit(route, g, r)       // body.go
+		if anyHop(Targets(g, rule)) || singleHop(Targets(g, rule)) {
 			// Only this gateway's retries may read the mark of its hops'
 			// refusals (RetryStateImpl::shouldRetryHeaders runs before
 			// Filter::onUpstreamHeaders finalizes the response headers in
@@ -219,6 +246,9 @@ func RouteMatch(m model.RouteMatch) *routev3.RouteMatch {
 			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatch(h)},
 		})
 	}
+	if m.Model != nil {
+		rm.Headers = append(rm.Headers, modelHeaderMatcher(*m.Model))
+	}
 	for _, q := range m.QueryParams {
 		rm.QueryParameters = append(rm.QueryParameters, &routev3.QueryParameterMatcher{
 			Name:                         q.Name,
@@ -260,6 +290,11 @@ func RouteAction(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleC
 	if len(targets) == 1 && !targets[0].aggregate() {
 		b := targets[0].Members[0]
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: ClusterName(b)}
+		if needsBodyHop(b) {
+			// Rewritten per attempt in its hop (body.go), also as the
+			// only backend; the hop sets Host.
+			ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: HopName(b)}
+		}
 		if b.Hostname != "" {
 			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: b.Hostname}
 		}
@@ -270,6 +305,9 @@ func RouteAction(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleC
 		wc := &routev3.WeightedCluster{}
 		for _, t := range targets {
 			cw := &routev3.WeightedCluster_ClusterWeight{Name: t.Cluster, Weight: wrapperspb.UInt32(t.Weight)}
+			if needsBodyHop(t.Members[0]) {
+				cw.Name = HopName(t.Members[0])
+			}
 			if h := t.Members[0].Hostname; h != "" {
 				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: h}
 			}

@@ -117,6 +117,9 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 		for _, b := range ObservabilityBackends(l) {
 			used[b.Ref] = b // OTLP collectors (observability.go)
 		}
+		for _, b := range ProcessorBackends(l) {
+			used[b.Ref] = b // payload processors (payloadprocessor.go)
+		}
 		if svc := g.RateLimitService; svc != nil && rateLimitNeedsOf(g, l).rls() {
 			used[svc.Backend.Ref] = svc.Backend // the rate limit service (ratelimit.go)
 		}
@@ -134,12 +137,17 @@ func translateGateway(cfg *model.Config, g *model.GatewayConfig) (*GatewayResour
 							failoverMembers[ClusterName(b)] = true
 						}
 					}
-					if !t.aggregate() {
-						continue
-					}
 					// A hop serves every route that reaches its backend, so
 					// it buffers as much as the most generous of them.
 					buffer := *EffectiveRetry(g, r).BufferLimit
+					if !t.aggregate() {
+						// A backend that rewrites bodies is reached through
+						// its hop also as a rule's only target (body.go).
+						if b := t.Members[0]; needsBodyHop(b) && buffer > hops[b.Ref].buffer {
+							hops[b.Ref] = hopPlan{backend: b, buffer: buffer}
+						}
+						continue
+					}
 					for _, b := range t.Members {
 						if needsHop(b) && buffer > hops[b.Ref].buffer {
 							hops[b.Ref] = hopPlan{backend: b, buffer: buffer}

@@ -74,7 +74,7 @@ spec:
 apiVersion: tollgate.dev/v1alpha1
 kind: Backend
 metadata: {name: anthropic}
-spec: {provider: anthropic}
+spec: {provider: anthropic, schema: openai} # its OpenAI-compatible endpoint: chat may split OpenAI requests to it
 `
 
 func policyRoutes(timeout string) string {

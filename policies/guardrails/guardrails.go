@@ -1,12 +1,14 @@
-// Package guardrails is the GuardRailsPolicy. Today it holds the retry
-// back-off defaults: at Gateway scope for every route of the gateway, at
-// HTTPRoute scope overriding them field by field. (Model allow/deny lists,
-// prompt patterns, PII redaction and body limits belong here too, later.)
+// Package guardrails is the GuardRailsPolicy: the retry back-off
+// (backoff) and the content guard rails of requests (models,
+// maxOutputTokens, prompts, maxRequestBodySize). At Gateway scope they are
+// the defaults of every route of the gateway; at HTTPRoute scope they
+// override them field by field. (PII redaction belongs here too, later.)
 package guardrails
 
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/model"
@@ -24,7 +26,10 @@ var Kind = policy.Kind{
 	ScopeReason: "guard rails are organisation or route posture; per-destination behaviour " +
 		"belongs in QoSController or EgressPolicy",
 	Lower: lower,
-	Check: checkMerged,
+	Check: func(cfg *model.Config, idx *policy.Index, report func(model.Ref) *model.Validator) {
+		checkConflicts(cfg, idx, report)
+		checkMerged(cfg, idx, report)
+	},
 }
 
 // GuardRailsPolicy sets guard rails for gateways or routes.
@@ -39,6 +44,59 @@ type Spec struct {
 	TargetRefs []model.TargetRef `yaml:"targetRefs"`
 	// Backoff says when and how requests are retried.
 	Backoff *Backoff `yaml:"backoff,omitempty"`
+	// Models says which models requests may ask for (the body's model
+	// field; for Bedrock the model id in the path).
+	Models *Models `yaml:"models,omitempty"`
+	// MaxOutputTokens caps the output tokens a request may ask for.
+	MaxOutputTokens *MaxOutputTokens `yaml:"maxOutputTokens,omitempty"`
+	// Prompts refuses requests by what their prompt says.
+	Prompts *Prompts `yaml:"prompts,omitempty"`
+	// MaxRequestBodySize caps the request body, from 1Ki to 1Gi (e.g.
+	// "4Mi"); a larger request is refused with 413 before it reaches a
+	// provider.
+	MaxRequestBodySize *model.ByteSize `yaml:"maxRequestBodySize,omitempty"`
+}
+
+// Models are the model allow and deny lists. A request is refused with
+// 403 when its model matches a deny entry, or when allow is set and its
+// model matches no allow entry; with allow set, a request that names no
+// model is refused too. Deny wins: a model matched by both lists is
+// refused. At HTTPRoute scope each list replaces the gateway's list of the
+// same name and leaves the other one as the gateway has it: a route that
+// sets only allow is still bound by the gateway's deny.
+type Models struct {
+	// Allow, when set, are the only models requests may ask for.
+	Allow []model.ModelMatch `yaml:"allow,omitempty"`
+	// Deny are models no request may ask for (the ModelDenyList).
+	Deny []model.ModelMatch `yaml:"deny,omitempty"`
+}
+
+// MaxOutputTokens is a cap on the output tokens (max_tokens,
+// max_completion_tokens, max_output_tokens, maxOutputTokens or maxTokens,
+// as the API names it) a request asks for.
+type MaxOutputTokens struct {
+	// Limit is the most output tokens a request may ask for, 1 to
+	// 2147483647.
+	Limit *int64 `yaml:"limit"`
+	// Action is what happens to a request that asks for more: Refuse
+	// (default; answered 400) or Clamp (sent asking for limit).
+	Action string `yaml:"action,omitempty"`
+}
+
+// Prompts are the prompt guard rails.
+type Prompts struct {
+	// Deny are RE2 patterns; a request whose prompt (messages, system
+	// prompt, input) contains a match of any of them is refused with 403.
+	// They are matched, unanchored, against the JSON text of the prompt
+	// fields, so strings are JSON-escaped: a newline is \n, a quote \",
+	// and a client may send non-ASCII letters as \uXXXX. ^ and $ mean the
+	// start and end of that whole text, not of a message or a line: leave
+	// them out. Matching is case-sensitive unless a pattern starts with
+	// (?i). All patterns together are matched as one RE2 program, which
+	// must fit Envoy's limit of 100 instructions: the match around them
+	// takes about 25, and each character about one more (two under (?i)),
+	// which leaves room for a few short phrases.
+	Deny []string `yaml:"deny,omitempty"`
 }
 
 // Backoff is the retry behaviour.
@@ -81,11 +139,30 @@ func (p *GuardRailsPolicy) Targets() []model.TargetRef { return p.Spec.TargetRef
 // Validate implements model.Object.
 func (p *GuardRailsPolicy) Validate(v *model.Validator) {
 	model.ValidateTargetRefs(v, p.Spec.TargetRefs)
-	b := p.Spec.Backoff
-	if b == nil {
-		v.Errorf("spec", "set backoff (the only guard rail tollgate supports so far)")
+	s := &p.Spec
+	if s.Backoff == nil && s.Models == nil && s.MaxOutputTokens == nil && s.Prompts == nil && s.MaxRequestBodySize == nil {
+		v.Errorf("spec", "set at least one guard rail: backoff, models, maxOutputTokens, prompts or maxRequestBodySize")
 		return
 	}
+	if s.Backoff != nil {
+		validateBackoff(v, s.Backoff)
+	}
+	if s.Models != nil {
+		validateModels(v, p)
+	}
+	if s.MaxOutputTokens != nil {
+		validateMaxOutputTokens(v, s.MaxOutputTokens)
+	}
+	if s.Prompts != nil {
+		validatePrompts(v, s.Prompts)
+	}
+	if l := s.MaxRequestBodySize; l != nil && (l.Bytes < model.MinRequestBodySize || l.Bytes > model.MaxRequestBodySize) {
+		v.Errorf("spec.maxRequestBodySize", "%s must be from %s to %s: below that even a short chat request is refused, above it one request could exhaust an Envoy, which holds the body to read its model and prompt",
+			l, model.ByteSize{Bytes: model.MinRequestBodySize}, model.ByteSize{Bytes: model.MaxRequestBodySize})
+	}
+}
+
+func validateBackoff(v *model.Validator, b *Backoff) {
 	if b.Retries != nil && *b.Retries > 10 {
 		v.Errorf("spec.backoff.retries", "%d is more than 10: each retry costs the provider's capacity and the client's time", *b.Retries)
 	}
@@ -124,34 +201,56 @@ func (p *GuardRailsPolicy) Validate(v *model.Validator) {
 
 func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	p := pol.(*GuardRailsPolicy)
-	b := p.Spec.Backoff
-	r := &model.RetrySettings{
-		Policy:               model.RefOf(p),
-		NumRetries:           b.Retries,
-		RetryOn:              b.RetryOn,
-		RetriableStatusCodes: b.StatusCodes,
-		BaseInterval:         b.BaseInterval.Ptr(),
-		MaxInterval:          b.MaxInterval.Ptr(),
-		PerTryTimeout:        b.PerTryTimeout.Ptr(),
-		HonorRetryAfter:      b.HonorRetryAfter,
-		BufferLimit:          b.BufferLimit.Ptr(),
-		AllowUnsafe:          b.AllowUnsafeRetries,
+	var r *model.RetrySettings
+	if b := p.Spec.Backoff; b != nil {
+		r = &model.RetrySettings{
+			Policy:               model.RefOf(p),
+			NumRetries:           b.Retries,
+			RetryOn:              b.RetryOn,
+			RetriableStatusCodes: b.StatusCodes,
+			BaseInterval:         b.BaseInterval.Ptr(),
+			MaxInterval:          b.MaxInterval.Ptr(),
+			PerTryTimeout:        b.PerTryTimeout.Ptr(),
+			HonorRetryAfter:      b.HonorRetryAfter,
+			BufferLimit:          b.BufferLimit.Ptr(),
+			AllowUnsafe:          b.AllowUnsafeRetries,
+		}
 	}
+	gr := content(p)
 	switch target.Kind {
 	case model.KindGateway:
 		g := ctx.Index.Gateways[target]
 		if g.Parent != nil {
 			// A Parent-mode gateway retries only connection failures to its
-			// parent; guard rails belong to the parent that reaches providers.
+			// parent, and checks no content: guard rails belong to the
+			// parent that reaches providers.
+			var does []string
+			if r != nil {
+				does = append(does, "retries connection failures")
+			}
+			if gr != nil {
+				does = append(does, "checks no models, output tokens, prompts or body sizes (its parent does)")
+			}
 			ctx.Config.Conditions = append(ctx.Config.Conditions, model.Condition{
-				Object: r.Policy.String(), Type: "Accepted", Status: false, Reason: "ParentModeGateway",
-				Message: fmt.Sprintf("%s is in Parent mode: it only forwards to its parent and retries connection failures; attach the GuardRailsPolicy to the parent gateway", target),
+				Object: model.RefOf(p).String(), Type: "Accepted", Status: false, Reason: "ParentModeGateway",
+				Message: fmt.Sprintf("%s is in Parent mode: it only forwards to its parent and %s; attach the GuardRailsPolicy to the parent gateway", target, strings.Join(does, ", and ")),
 			})
 			return
 		}
-		g.Retry = r
+		if r != nil {
+			g.Retry = r
+		}
+		if gr != nil {
+			g.GuardRails = gr
+		}
 	case model.KindHTTPRoute:
-		ctx.Index.Routes[target].Retry = r
+		rc := ctx.Index.Routes[target]
+		if r != nil {
+			rc.Retry = r
+		}
+		if gr != nil {
+			rc.GuardRails = gr
+		}
 	}
 }
 
