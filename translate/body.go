@@ -139,7 +139,8 @@ func bodyNeedsOf(g *model.GatewayConfig, l *model.ListenerConfig) bodyNeeds {
 	}
 	routeBody := false
 	for _, r := range l.Routes {
-		if gr := model.EffectiveGuardRails(g, r); gr != nil {
+		// A Parent-mode gateway enforces no guard rails: its parent does.
+		if gr := model.EffectiveGuardRails(g, r); gr != nil && g.Parent == nil {
 			n.model = n.model || len(gr.AllowModels) > 0 || len(gr.DenyModels) > 0
 			n.prompt = n.prompt || len(gr.DenyPrompts) > 0
 			n.output = n.output || gr.MaxOutputTokens != nil
@@ -226,6 +227,9 @@ func bodyRouteFilters(n bodyNeeds) []*hcmv3.HttpFilter {
 // cap; it does nothing (an empty transform) except on the routes that
 // carry its per-route configuration (TransformFilter::maybeInitializeRouteConfigs).
 func clampFilter(l *model.ListenerConfig, g *model.GatewayConfig) []*hcmv3.HttpFilter {
+	if g.Parent != nil {
+		return nil
+	}
 	for _, r := range l.Routes {
 		if gr := model.EffectiveGuardRails(g, r); gr != nil && gr.MaxOutputTokens != nil && gr.MaxOutputTokens.Action == model.CapClamp {
 			return []*hcmv3.HttpFilter{{Name: filterClamp, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&transformv3.TransformConfig{})}}}

@@ -128,6 +128,9 @@ func ExtAuthz(s *model.AuthService) *extauthzv3.ExtAuthz {
 		}
 		ea.AllowedHeaders = m
 	}
+	// The body filters run first (body.go): the service may see the
+	// request's model (x-tollgate-model), never its prompt.
+	ea.DisallowedHeaders = &matcherv3.ListStringMatcher{Patterns: []*matcherv3.StringMatcher{exact(PromptHeader)}}
 	return ea
 }
 
