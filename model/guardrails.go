@@ -164,8 +164,6 @@ func EffectiveGuardRails(g *GatewayConfig, r *RouteConfig) *GuardRailSettings {
 	return out
 }
 
-const denyPromptsWrapperCredit = 20
-
 // ValidateModelMatch checks a model condition at path, reporting on
 // path+".type" or path+".value" (as HTTPRoute model matches are checked).
 func ValidateModelMatch(v *Validator, path string, m ModelMatch) {

@@ -9,6 +9,7 @@ import (
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/model/modeltest"
 	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/store"
 	"github.com/tollgate-dev/tollgate/translate"
 )
 
@@ -113,4 +114,43 @@ func TestGeneratedPolicyIsValid(t *testing.T) {
 	g := out.Gateway("egress")
 	require.Len(t, g.Clusters, 20)
 	require.Len(t, g.Endpoints, 2)
+}
+
+// guardRailsDoc is a gateway-wide GuardRailsPolicy with every content
+// field: on every route it adds refusal routes before the route, and the
+// body filters to the listener.
+const guardRailsDoc = `apiVersion: tollgate.dev/v1alpha1
+kind: GuardRailsPolicy
+metadata: {name: org}
+spec:
+  targetRefs: [{kind: Gateway, name: egress}]
+  models:
+    deny: [{value: gpt-4-32k}, {type: Prefix, value: claude-3-opus}]
+  prompts: {deny: ['(?i)ignore previous instructions', 'sk-[a-z]{8}']}
+  maxOutputTokens: {limit: 16384}
+  maxRequestBodySize: 8Mi
+`
+
+// BenchmarkTranslateGuardRails is BenchmarkTranslate with content guard
+// rails on every route: what the refusal routes cost.
+func BenchmarkTranslateGuardRails(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			objs := decodeGenerated(b, n)
+			extra, errs := policies.NewScheme().Decode("guardrails.yaml", []byte(guardRailsDoc))
+			require.Empty(b, errs)
+			st, err := store.New(store.Options{}) // lowers the policies, as serve does
+			require.NoError(b, err)
+			cfg, err := st.Replace("bench", append(objs, extra...), nil)
+			require.NoError(b, err)
+			require.NotNil(b, cfg.Gateways[0].GuardRails)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := translate.Translate(cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

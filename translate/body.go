@@ -404,7 +404,7 @@ var BodyTooLargeBody = map[string]any{
 // own path condition). pathVariant is set for the Bedrock-path twin of a
 // rule with a model condition (see RouteConfiguration), whose requests
 // carry their model in the path only.
-func guardEntries(g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, base *routev3.Route, pathVariant bool) []*routev3.Route {
+func guardEntries(cache *guardCache, g *model.GatewayConfig, r *model.RouteConfig, rule *model.RuleConfig, m model.RouteMatch, base *routev3.Route, pathVariant bool) []*routev3.Route {
 	gr := model.EffectiveGuardRails(g, r)
 	if gr == nil || base.GetRoute() == nil {
 		return nil
@@ -419,17 +419,28 @@ func guardEntries(g *model.GatewayConfig, r *model.RouteConfig, rule *model.Rule
 		e.Match.Headers = append(e.Match.Headers, extra...)
 		return e
 	}
-	refuse := func(suffix string, status uint32, errType, msg string, extra ...*routev3.HeaderMatcher) {
-		e := entry(suffix, extra...)
-		e.Action = &routev3.Route_DirectResponse{DirectResponse: guardRefusal(schema, status, errType, msg)}
-		e.RequestBodyBufferLimit = nil
-		e.RequestHeadersToRemove, e.ResponseHeadersToRemove = nil, nil
-		for name := range e.TypedPerFilterConfig {
-			if !accessFilterName(name) && name != filterBodyLimit {
-				delete(e.TypedPerFilterConfig, name)
+	// A refusal is built afresh rather than cloned from base: only its
+	// match and its access control come from base (the per-filter
+	// configurations are shared, output is never modified).
+	var keep map[string]*anypb.Any
+	for name, cfg := range base.TypedPerFilterConfig {
+		if accessFilterName(name) || name == filterBodyLimit {
+			if keep == nil {
+				keep = map[string]*anypb.Any{}
 			}
+			keep[name] = cfg
 		}
-		out = append(out, e)
+	}
+	refuse := func(suffix string, status uint32, errType, msg string, extra ...*routev3.HeaderMatcher) {
+		m := proto.Clone(base.Match).(*routev3.RouteMatch)
+		m.Headers = append(m.Headers, extra...)
+		dr := cache.refusal(schema, status, errType, msg)
+		out = append(out, &routev3.Route{
+			Name:                 base.Name + "/" + suffix,
+			Match:                m,
+			Action:               &routev3.Route_DirectResponse{DirectResponse: dr},
+			TypedPerFilterConfig: keep,
+		})
 	}
 	policy := func(field string) string {
 		if p, ok := gr.Sources[field]; ok {
@@ -439,7 +450,7 @@ func guardEntries(g *model.GatewayConfig, r *model.RouteConfig, rule *model.Rule
 	}
 	for i, p := range gr.DenyPrompts {
 		refuse(fmt.Sprintf("deny-prompt/%d", i), 403, "prompt_not_allowed", fmt.Sprintf("the prompt matches a pattern the gateway refuses (%s)", policy("prompts.deny")),
-			&routev3.HeaderMatcher{Name: PromptHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: promptMatcher(p)}})
+			&routev3.HeaderMatcher{Name: PromptHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: cache.prompt(p)}})
 	}
 	models := len(gr.DenyModels) > 0 || len(gr.AllowModels) > 0
 	if pathModel && models {
@@ -514,6 +525,37 @@ func pathMatcher(pathRegex string, invert bool) *routev3.HeaderMatcher {
 		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringRegex(pathRegex + `(?:\?.*)?`)},
 		InvertMatch:          invert,
 	}
+}
+
+// guardCache shares, within one route configuration, what every route's
+// guard rails repeat: refusal bodies and prompt matchers (the output is
+// never modified after translation, so routes may share messages).
+type guardCache struct {
+	refusals map[string]*routev3.DirectResponseAction
+	prompts  map[string]*matcherv3.StringMatcher
+}
+
+func newGuardCache() *guardCache {
+	return &guardCache{refusals: map[string]*routev3.DirectResponseAction{}, prompts: map[string]*matcherv3.StringMatcher{}}
+}
+
+func (c *guardCache) refusal(schema string, status uint32, errType, msg string) *routev3.DirectResponseAction {
+	key := fmt.Sprintf("%s\x00%d\x00%s\x00%s", schema, status, errType, msg)
+	if dr, ok := c.refusals[key]; ok {
+		return dr
+	}
+	dr := guardRefusal(schema, status, errType, msg)
+	c.refusals[key] = dr
+	return dr
+}
+
+func (c *guardCache) prompt(p string) *matcherv3.StringMatcher {
+	if m, ok := c.prompts[p]; ok {
+		return m
+	}
+	m := promptMatcher(p)
+	c.prompts[p] = m
+	return m
 }
 
 // promptMatcher finds a deny pattern anywhere in the prompt header: a

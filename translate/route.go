@@ -55,6 +55,7 @@ func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*route
 	}
 	// The routing headers of the body filters end at the route (body.go).
 	readsBody := bodyNeedsOf(g, l).limit > 0
+	guards := newGuardCache()
 	for _, h := range hosts {
 		entries := byHost[h]
 		sort.SliceStable(entries, func(i, j int) bool { return entries[i].before(entries[j]) })
@@ -83,7 +84,7 @@ func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*route
 			for i, v := range variants {
 				if g.Parent == nil {
 					// Content guard rails, right before the route (body.go).
-					vh.Routes = append(vh.Routes, guardEntries(g, e.route, e.rule, e.match, v, i > 0)...)
+					vh.Routes = append(vh.Routes, guardEntries(guards, g, e.route, e.rule, e.match, v, i > 0)...)
 				}
 				vh.Routes = append(vh.Routes, v)
 			}
