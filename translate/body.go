@@ -60,9 +60,10 @@ import (
 // requests whose content type contains application/json
 // (TransformFilter::decodeHeaders).
 //
-// Bedrock carries the model in the path (/model/{modelId}/converse): on
-// rules whose clients speak Bedrock (their primary backend does), model
-// conditions and guard rails match the path too (modelPathRegex).
+// Bedrock and Gemini carry the model in the path (/model/{modelId}/converse,
+// /v1beta/models/{model}:generateContent): on rules whose clients speak
+// one of them (their primary backend does), model conditions and guard
+// rails match the path too (pathModels).
 const (
 	// ModelHeader carries the body's model, for route matching and for the
 	// backends' hops (model maps). Hop routes remove it; a direct backend
@@ -265,50 +266,94 @@ func modelAlternation(ms []model.ModelMatch) string {
 	return "(?:" + strings.Join(parts, "|") + ")"
 }
 
-// bedrockActions are the Bedrock runtime operations whose path names the
-// model: /model/{modelId}/{action}.
-const bedrockActions = "(?:converse|converse-stream|invoke|invoke-with-response-stream)"
+// pathModel says where a schema's requests name their model in the path:
+// Bedrock runtime /model/{modelId}/{action}; Gemini (the Gemini API and
+// Vertex AI) .../models/{model}:{action}.
+type pathModel struct {
+	before, after string // regexes around the model segment
+	segment       string // a model segment of any model
+	// escapes are the percent-escapes a model segment may carry (SDKs
+	// escape ':' in Bedrock ids, and '/' in ARNs).
+	escapes map[rune]string
+	// odd matches a model segment with any other percent-escape.
+	odd string
+	// prefixes are path prefixes a rule's own PathPrefix may have and
+	// still match such paths ("" is any).
+	prefixes []string
+}
 
-// modelPathRegex matches a Bedrock runtime path whose model id matches the
-// conditions. A ':' in an id may arrive percent-encoded (AWS SDKs send
-// %3A); the HCM's path normalisation leaves that escape as it is.
-func modelPathRegex(ms []model.ModelMatch) string {
+var pathModels = map[string]pathModel{
+	model.SchemaBedrockConverse: {
+		before: "/model/", after: "/(?:converse|converse-stream|invoke|invoke-with-response-stream)",
+		segment: "[^/]+", escapes: map[rune]string{':': "(?::|%3[Aa])"},
+		odd:      "[^/]*%(?:[014-9A-Fa-f][0-9A-Fa-f]|2[0-9A-Ea-e]|3[0-9B-Fb-f])[^/]*",
+		prefixes: []string{"", "/model"},
+	},
+	model.SchemaGemini: {
+		before: "/(?:[^?]*/)?models/", after: ":(?:generateContent|streamGenerateContent|countTokens)",
+		segment: "[^/:]+", odd: "[^/:]*%[^/:]*", prefixes: nil, // any prefix: /v1beta, /v1/projects/...
+	},
+}
+
+// pathModelOf is the path model of a rule's clients' schema, if their
+// requests name the model in the path.
+func pathModelOf(schema string) (pathModel, bool) {
+	pm, ok := pathModels[schema]
+	return pm, ok
+}
+
+// regex matches a path whose model matches the conditions (the whole path;
+// pathMatcher adds the query).
+func (pm pathModel) regex(ms []model.ModelMatch) string {
 	parts := make([]string, len(ms))
 	for i, m := range ms {
 		switch m.Type {
 		case model.MatchRegularExpression:
-			parts[i] = "(?:" + m.Value + ")" // the README tells to write ':' as (:|%3A)
+			parts[i] = "(?:" + m.Value + ")" // the README tells to write ':' as (:|%3A) for Bedrock
 		default:
-			re := strings.ReplaceAll(regexp.QuoteMeta(m.Value), ":", "(?::|%3[Aa])")
+			re := regexp.QuoteMeta(m.Value)
+			for r, alt := range pm.escapes {
+				re = strings.ReplaceAll(re, string(r), alt)
+			}
 			if m.Type == model.MatchPrefix {
-				re += "[^/]*"
+				re += pm.segment[:len(pm.segment)-1] + "*" // the rest of the segment
 			}
 			parts[i] = re
 		}
 	}
-	return "/model/(?:" + strings.Join(parts, "|") + ")/" + bedrockActions
+	return pm.before + "(?:" + strings.Join(parts, "|") + ")" + pm.after
 }
 
-// bedrockPathCompatible reports whether a match's own path condition
-// leaves room for a Bedrock runtime path, so that its model condition can
-// also be matched there.
-func bedrockPathCompatible(m model.RouteMatch) bool {
+// any matches a path that names any model.
+func (pm pathModel) any() string { return pm.before + pm.segment + pm.after }
+
+// oddEscape matches a path whose model segment carries a percent-escape
+// other than those SDKs use: an id written that way could pass a model
+// condition it should not (the provider decodes it), so guard rails
+// refuse it.
+func (pm pathModel) oddEscape() string { return pm.before + pm.odd + pm.after }
+
+// compatible reports whether a match's own path condition leaves room
+// for such paths, so that its model condition can also be matched there.
+func (pm pathModel) compatible(m model.RouteMatch) bool {
 	p := m.Path
 	if p == nil {
 		return true
 	}
-	if p.Type == "" || p.Type == model.MatchPathPrefix {
-		v := strings.TrimSuffix(p.Value, "/")
-		return v == "" || v == "/model"
+	if p.Type != "" && p.Type != model.MatchPathPrefix {
+		return false
+	}
+	if pm.prefixes == nil {
+		return true
+	}
+	v := strings.TrimSuffix(p.Value, "/")
+	for _, ok := range pm.prefixes {
+		if v == ok {
+			return true
+		}
 	}
 	return false
 }
-
-// oddEscapePath matches a Bedrock runtime path whose model id carries a
-// percent-escape other than %3A (':') and %2F ('/', in ARNs): an id
-// written that way could pass a model condition it should not, so guard
-// rails refuse it.
-const oddEscapePath = "/model/[^/]*%(?:[014-9A-Fa-f][0-9A-Fa-f]|2[0-9A-Ea-e]|3[0-9B-Fb-f])[^/]*/" + bedrockActions
 
 // ---- output caps ----------------------------------------------------------
 
@@ -411,7 +456,8 @@ func guardEntries(cache *guardCache, g *model.GatewayConfig, r *model.RouteConfi
 	}
 	schema := ruleSchema(g, rule)
 	bodyModel := !pathVariant
-	pathModel := schema == model.SchemaBedrockConverse && bedrockPathCompatible(m) && (m.Model == nil || pathVariant)
+	pm, inPath := pathModelOf(schema)
+	pathModel := inPath && pm.compatible(m) && (m.Model == nil || pathVariant)
 	var out []*routev3.Route
 	entry := func(suffix string, extra ...*routev3.HeaderMatcher) *routev3.Route {
 		e := proto.Clone(base).(*routev3.Route)
@@ -455,7 +501,7 @@ func guardEntries(cache *guardCache, g *model.GatewayConfig, r *model.RouteConfi
 	models := len(gr.DenyModels) > 0 || len(gr.AllowModels) > 0
 	if pathModel && models {
 		refuse("model-escape", 400, "invalid_model", "the model id in the path carries a percent-escape other than %3A or %2F; send it unescaped",
-			pathMatcher(oddEscapePath, false))
+			pathMatcher(pm.oddEscape(), false))
 	}
 	if len(gr.DenyModels) > 0 {
 		msg := fmt.Sprintf("this model is not allowed through the gateway (%s)", policy("models.deny"))
@@ -463,7 +509,7 @@ func guardEntries(cache *guardCache, g *model.GatewayConfig, r *model.RouteConfi
 			refuse("deny-model", 403, "model_not_allowed", msg, modelHeaderMatcher(gr.DenyModels...))
 		}
 		if pathModel {
-			refuse("deny-model-path", 403, "model_not_allowed", msg, pathMatcher(modelPathRegex(gr.DenyModels), false))
+			refuse("deny-model-path", 403, "model_not_allowed", msg, pathMatcher(pm.regex(gr.DenyModels), false))
 		}
 	}
 	c := gr.MaxOutputTokens
@@ -483,12 +529,12 @@ func guardEntries(cache *guardCache, g *model.GatewayConfig, r *model.RouteConfi
 			// A Bedrock path whose model is not allowed (RE2 has no
 			// negative lookahead; the inverted :path matcher is the "not").
 			refuse("not-allowed-model-path", 403, "model_not_allowed", msg,
-				pathMatcher(bedrockPath, false), pathMatcher(modelPathRegex(gr.AllowModels), true))
+				pathMatcher(pm.any(), false), pathMatcher(pm.regex(gr.AllowModels), true))
 		}
 		if bodyModel {
 			absent := []*routev3.HeaderMatcher{{Name: ModelHeader, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: false}}}
 			if pathModel {
-				absent = append(absent, pathMatcher(bedrockPath, true)) // judged by its path above
+				absent = append(absent, pathMatcher(pm.any(), true)) // judged by its path above
 			}
 			refuse("no-model", 403, "model_not_allowed",
 				fmt.Sprintf("the request names no model (or its body is not JSON), and the gateway allows only listed models (%s)", policy("models.allow")),
@@ -513,9 +559,6 @@ func guardEntries(cache *guardCache, g *model.GatewayConfig, r *model.RouteConfi
 	}
 	return out
 }
-
-// bedrockPath matches any Bedrock runtime path that names a model.
-const bedrockPath = "/model/[^/]+/" + bedrockActions
 
 // pathMatcher matches the :path header (path and query) with a path
 // regex; invert for "does not match".
@@ -622,7 +665,7 @@ func needsBodyHop(b *model.BackendConfig) bool {
 // (modelMapRoutes).
 func modelMapFilter(b *model.BackendConfig) (*hcmv3.HttpFilter, error) {
 	if len(b.ModelMap) == 0 || b.Schema == model.SchemaBedrockConverse {
-		return nil, nil
+		return nil, nil // Bedrock bodies carry no model (Gemini's do once translated from another schema)
 	}
 	tree := &xdsmatcherv3.Matcher_MatcherTree_MatchMap{Map: map[string]*xdsmatcherv3.Matcher_OnMatch{}}
 	for _, mm := range b.ModelMap {
@@ -659,22 +702,25 @@ func modelMapFilter(b *model.BackendConfig) (*hcmv3.HttpFilter, error) {
 	return &hcmv3.HttpFilter{Name: filterModelMap, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg}}, nil
 }
 
-// modelMapRoutes rename the model of a Bedrock backend's requests in the
-// path, /model/<from>/<action> → /model/<to>/<action>, one hop route per
-// mapping, each like the hop's default route (def) otherwise.
+// modelMapRoutes rename the model of a backend's requests in the path, for
+// the schemas that carry it there: Bedrock /model/<from>/<action> →
+// /model/<to>/<action>, Gemini .../models/<from>:<action> →
+// .../models/<to>:<action>; one hop route per mapping, each like the hop's
+// default route (def) otherwise.
 func modelMapRoutes(b *model.BackendConfig, def *routev3.Route) []*routev3.Route {
-	if b.Schema != model.SchemaBedrockConverse {
+	pm, ok := pathModelOf(b.Schema)
+	if !ok {
 		return nil
 	}
 	var out []*routev3.Route
 	for i, mm := range b.ModelMap {
-		from := modelPathRegex([]model.ModelMatch{{Value: mm.From}})
 		r := proto.Clone(def).(*routev3.Route)
 		r.Name = fmt.Sprintf("%s/model-map/%d", def.Name, i)
-		r.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: regex(from)}}
+		r.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: regex(pm.regex([]model.ModelMatch{{Value: mm.From}}))}}
+		// The segment ends at the path's next '/' (Bedrock) or ':' (Gemini).
 		r.GetRoute().RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
-			Pattern:      regex("^/model/[^/]*/"),
-			Substitution: "/model/" + mm.To + "/",
+			Pattern:      regex("^(" + pm.before + ")" + pm.segment),
+			Substitution: `\1` + mm.To,
 		}
 		out = append(out, r)
 	}

@@ -203,6 +203,9 @@ func TestBodyRoutingSelectsTheRouteThePoliciesSay(t *testing.T) {
 			{bodyRequest("x", "/v1/chat/completions", `not json`), want{name: "httproute/default/models/rule/default/match/0"}},
 			{bodyRequest("bedrock.llm.internal", "/model/claude-sonnet-4-5/converse", `{"messages":[]}`), want{name: "httproute/default/bedrock/rule/0/match/0/model-path"}},
 			{bodyRequest("bedrock.llm.internal", "/model/claude-opus-4/converse", `{"messages":[]}`), want{}},
+			{bodyRequest("gemini.llm.internal", "/v1beta/models/gemini-pro-latest:generateContent", `{"contents":[]}`), want{name: "httproute/default/gemini/rule/pro/match/0/model-path"}},
+			{bodyRequest("gemini.llm.internal", "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-pro-latest:streamGenerateContent?alt=sse", `{"contents":[]}`), want{name: "httproute/default/gemini/rule/pro/match/0/model-path"}},
+			{bodyRequest("gemini.llm.internal", "/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[]}`), want{}},
 		},
 		"testdata/in/guardrails-content.yaml": {
 			{bodyRequest("anthropic.llm.internal", "/v1/messages", chat("claude-sonnet-4-5", `,"max_tokens":1024`)), want{name: "httproute/default/anthropic/rule/0/match/0"}},
@@ -225,6 +228,9 @@ func TestBodyRoutingSelectsTheRouteThePoliciesSay(t *testing.T) {
 			{bodyRequest("bedrock.llm.internal", "/model/anthropic.claude-v2%3A1/converse", `{"messages":[]}`), want{status: 403}},
 			{bodyRequest("bedrock.llm.internal", "/model/anthropic.claude-%762/converse", `{"messages":[]}`), want{status: 400}},
 			{bodyRequest("bedrock.llm.internal", "/model/anthropic.claude-3-haiku%3A0/converse", `{"messages":[]}`), want{name: "httproute/default/bedrock/rule/0/match/0"}},
+			{bodyRequest("gemini.llm.internal", "/v1beta/models/gemini-1.0-pro:generateContent", `{"contents":[]}`), want{status: 403}},
+			{bodyRequest("gemini.llm.internal", "/v1beta/models/gemini-1.0%2Dpro:generateContent", `{"contents":[]}`), want{status: 400}},
+			{bodyRequest("gemini.llm.internal", "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", `{"contents":[]}`), want{name: "httproute/default/gemini/rule/0/match/0"}},
 		},
 	}
 	checked := 0

@@ -137,20 +137,43 @@ func TestModelMapsRenameRecordedRequests(t *testing.T) {
 	// Bedrock Converse: the model id is in the path.
 	bedrock := hopOf(t, gw.Listeners, byName["bedrock"])
 	sample = readSample(t, "bedrock-converse.request.json")
-	for _, path := range []string{"/model/claude-sonnet-4-5/converse", "/model/claude-sonnet-4-5/converse-stream"} {
-		var rewritten string
-		for _, r := range bedrock.GetRouteConfig().GetVirtualHosts()[0].GetRoutes() {
-			re := r.GetMatch().GetSafeRegex().GetRegex()
-			if re == "" || !regexp.MustCompile("^(?:"+re+")$").MatchString(path) {
-				continue
-			}
-			rr := r.GetRoute().GetRegexRewrite()
-			rewritten = regexp.MustCompile(rr.GetPattern().GetRegex()).ReplaceAllLiteralString(path, rr.GetSubstitution())
-			break
-		}
-		require.Equal(t, regexp.MustCompile(`^/model/[^/]*/`).ReplaceAllLiteralString(path, "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/"), rewritten, path)
+	for _, path := range []string{"/model/claude-sonnet-4-5/converse", "/model/claude-sonnet-4-5/converse-stream", "/model/claude-sonnet-4-5/invoke"} {
+		require.Equal(t, regexp.MustCompile(`^/model/[^/]*/`).ReplaceAllLiteralString(path, "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/"), rewritePath(bedrock, path), path)
 	}
+	require.Empty(t, rewritePath(bedrock, "/model/claude-opus-4-1/converse"), "a model not in the map keeps its path")
+	// Gemini, both the Gemini API's and Vertex AI's paths.
+	gemini := hopOf(t, gw.Listeners, byName["gemini"])
+	for path, want := range map[string]string{
+		"/v1beta/models/gemini-pro-latest:generateContent":                                             "/v1beta/models/gemini-2.5-pro:generateContent",
+		"/v1/projects/p/locations/eu/publishers/google/models/gemini-pro-latest:streamGenerateContent": "/v1/projects/p/locations/eu/publishers/google/models/gemini-2.5-pro:streamGenerateContent",
+		"/v1beta/models/gemini-2.5-flash:generateContent":                                              "",
+	} {
+		require.Equal(t, want, rewritePath(gemini, path), path)
+	}
+	gs := readSample(t, "gemini-generate-content.request.json")
+	require.Regexp(t, `/models/[^/:]+:generateContent$`, gs.Path, "the recorded Gemini request names its model in the path")
+
 	_, renamed = applyModelMap(t, bedrock, "claude-sonnet-4-5", sample.Body)
 	require.False(t, renamed, "a Bedrock body carries no model to rename")
 	require.Regexp(t, `^/model/[^/]+/converse$`, sample.Path, "the recorded Bedrock request names its model in the path")
+}
+
+// rewritePath is the path a hop's first matching route with a path
+// rewrite sends, or "" when no such route matches (the default route
+// keeps the path). Envoy: RE2::GlobalReplace, whose substitution writes
+// \1 for a group (Go's regexp writes ${1}).
+func rewritePath(hcm *hcmv3.HttpConnectionManager, path string) string {
+	for _, r := range hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes() {
+		re := r.GetMatch().GetSafeRegex().GetRegex()
+		if re == "" || !regexp.MustCompile("^(?:"+re+")$").MatchString(path) {
+			continue
+		}
+		rr := r.GetRoute().GetRegexRewrite()
+		if rr == nil {
+			return ""
+		}
+		sub := regexp.MustCompile(`\\([0-9])`).ReplaceAllString(rr.GetSubstitution(), `$${$1}`)
+		return regexp.MustCompile(rr.GetPattern().GetRegex()).ReplaceAllString(path, sub)
+	}
+	return ""
 }

@@ -73,12 +73,12 @@ func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*route
 				route.RequestHeadersToRemove = append(route.RequestHeadersToRemove, routeOnlyHeaders(g, e.rule)...)
 			}
 			variants := []*routev3.Route{route}
-			if e.match.Model != nil && g.Parent == nil && bedrockPathCompatible(e.match) && ruleSchema(g, e.rule) == model.SchemaBedrockConverse {
-				// Bedrock names the model in the path: the rule's model
-				// condition matches there too, in a twin route.
+			if pm, ok := pathModelOf(ruleSchema(g, e.rule)); ok && e.match.Model != nil && g.Parent == nil && pm.compatible(e.match) {
+				// Bedrock and Gemini name the model in the path: the rule's
+				// model condition matches there too, in a twin route.
 				twin := proto.Clone(route).(*routev3.Route)
 				twin.Name += "/model-path"
-				twin.Match.Headers = append(withoutHeader(twin.Match.Headers, ModelHeader), pathMatcher(modelPathRegex([]model.ModelMatch{*e.match.Model}), false))
+				twin.Match.Headers = append(withoutHeader(twin.Match.Headers, ModelHeader), pathMatcher(pm.regex([]model.ModelMatch{*e.match.Model}), false))
 				variants = append(variants, twin)
 			}
 			for i, v := range variants {

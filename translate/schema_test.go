@@ -108,7 +108,7 @@ func TestSchemaFixturePaths(t *testing.T) {
 }
 
 // The model is where tollgate reads it: the body's model field (OpenAI,
-// Anthropic), the Bedrock runtime path (modelPathRegex), the Gemini path
+// Anthropic), the Bedrock runtime and Gemini paths (pathModels), the Gemini path
 // segment Envoy's transcoder lifts into the body (geminiPathRegex).
 func TestSchemaFixtureModels(t *testing.T) {
 	models := map[string]string{
@@ -129,17 +129,23 @@ func TestSchemaFixtureModels(t *testing.T) {
 				got, ok := walk(r.Body, requestModelFields[0])
 				require.True(t, ok, f)
 				require.Equal(t, want, got, f)
-			case model.SchemaBedrockConverse:
-				re := regexp.MustCompile("^" + modelPathRegex([]model.ModelMatch{{Value: want}}) + "$")
+			case model.SchemaBedrockConverse, model.SchemaGemini:
+				// tollgate's own path model (body.go) finds it, and only it.
+				pm, ok := pathModelOf(schema)
+				require.True(t, ok, schema)
+				re := regexp.MustCompile("^" + pm.regex([]model.ModelMatch{{Value: want}}) + "$")
 				require.True(t, re.MatchString(path), "%s: %s", f, path)
+				other := regexp.MustCompile("^" + pm.regex([]model.ModelMatch{{Value: want + "-other"}}) + "$")
+				require.False(t, other.MatchString(path), "%s: %s", f, path)
+				require.True(t, regexp.MustCompile("^"+pm.any()+"$").MatchString(path), f)
 				_, inBody := r.Body["model"]
 				require.False(t, inBody, f)
-			case model.SchemaGemini:
-				m := regexp.MustCompile(geminiPathRegex).FindStringSubmatch(path)
-				require.NotNil(t, m, f)
-				require.Equal(t, want, m[1], f)
-				_, inBody := r.Body["model"]
-				require.False(t, inBody, f)
+				if schema == model.SchemaGemini {
+					// The segment Envoy's transcoder lifts into the body.
+					m := regexp.MustCompile(geminiPathRegex).FindStringSubmatch(path)
+					require.NotNil(t, m, f)
+					require.Equal(t, want, m[1], f)
+				}
 			}
 		}
 	}
