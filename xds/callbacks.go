@@ -37,7 +37,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				// is up to date with what it rejected: the cache then
 				// answers only when the configuration really changes.
 				rejected, _ := s.tracker.lastSent(stream, req.GetTypeUrl())
-				s.recordNack(stream, req.GetTypeUrl(), rejected, req.GetErrorDetail().GetMessage())
+				s.recordNack(stream, req.GetTypeUrl(), rejected, req.GetErrorDetail().GetMessage(), req.GetResourceNames())
 				if rejected != "" {
 					req.VersionInfo = rejected
 				}
@@ -71,7 +71,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			// does not make the cache resend; it only needs recording.
 			version := s.tracker.versionOfNonce(stream, req.GetResponseNonce())
 			if req.GetErrorDetail() != nil {
-				s.recordNack(stream, req.GetTypeUrl(), version, req.GetErrorDetail().GetMessage())
+				s.recordNack(stream, req.GetTypeUrl(), version, req.GetErrorDetail().GetMessage(), req.GetResourceNamesSubscribe())
 				return nil
 			}
 			s.recordAck(stream, req.GetTypeUrl(), version)
@@ -235,12 +235,16 @@ func (s *Server) identify(stream string, node *corev3.Node) {
 
 // recordNack logs and records a NACK. The node comes from the stream, since
 // only the first request of a delta stream carries it.
-func (s *Server) recordNack(stream, typeURL, version, msg string) {
-	rec := s.tracker.nack(stream, typeURL, version, msg, s.now())
+func (s *Server) recordNack(stream, typeURL, version, msg string, requested []string) {
+	resources, objects := s.nackProvenance(s.tracker.gatewayOf(stream), typeURL, msg, requested)
+	rec := s.tracker.nack(stream, typeURL, version, msg, s.now(), resources, objects)
 	s.countNack(stream, typeURL, rec.Gateway)
 	s.convergeNack(stream, rec.Gateway, rec.Type, version)
-	s.log.Error("envoy rejected configuration (NACK)",
-		"node", rec.NodeID, "gateway", rec.Gateway, "type", rec.Type, "version", version, "message", msg)
+	args := []any{"node", rec.NodeID, "gateway", rec.Gateway, "type", rec.Type, "version", version, "message", msg}
+	if len(objects) > 0 {
+		args = append(args, "resources", resources, "objects", objects)
+	}
+	s.log.Error("envoy rejected configuration (NACK)", args...)
 }
 
 // recordAck records an ACK for /status/nodes, the metrics and convergence.

@@ -144,7 +144,8 @@ func (s *Server) checkVersions() {
 // EnvoyVersionSupported=False (EnvoyTooOld) on a gateway with a node too
 // old for its configuration, listing the nodes; and IdentityBound=False
 // (NoSuchGateway) on an xds-identities pattern that grants no gateway of
-// the current configuration.
+// the current configuration; and Programmed=False (RejectedByEnvoy) on the
+// objects behind a NACK that still stands.
 func (s *Server) Conditions() []model.Condition {
 	nodes := s.tracker.snapshot().Nodes
 	s.nodeProblems(nodes)
@@ -179,6 +180,8 @@ func (s *Server) Conditions() []model.Condition {
 	}
 	// An identity pattern that grants no current gateway.
 	out = append(out, s.opts.Authorizer.patternConditions(func(g string) bool { return s.gateways[g] })...)
+	// Objects behind a NACK that still stands (nack.go).
+	out = append(out, nackConditions(nodes)...)
 	model.SortConditions(out)
 	return out
 }

@@ -90,6 +90,10 @@ type Server struct {
 	// Gateway object of each key (for conditions); under mu.
 	requirements   map[string][]translate.Requirement
 	gatewayObjects map[string]string
+	// cfg is the configuration last served, and names its resources per
+	// gateway and short type: what a NACK is mapped back with (nack.go).
+	cfg   *model.Config
+	names map[string]map[string][]string
 
 	versionLogMu  sync.Mutex
 	versionLogged map[string]bool // node|gateway|problem already logged
@@ -144,6 +148,10 @@ func (s *Server) Apply(cfg *model.Config) error {
 	err = s.Publish(out)
 	if err != nil {
 		s.metrics.RefusedChange(refusalReason(err))
+	} else {
+		s.mu.Lock()
+		s.cfg = cfg
+		s.mu.Unlock()
 	}
 	// A refusal of Envoy's constraints is placed on the policies.
 	return translate.Locate(cfg, err)
@@ -221,8 +229,12 @@ func (s *Server) Publish(out *translate.Output) error {
 	}
 	// Known gateways are updated first, so that an Envoy connecting while
 	// its gateway appears is logged as known.
+	names := make(map[string]map[string][]string, len(out.Gateways))
+	for _, g := range out.Gateways {
+		names[g.Key] = resourceNames(g)
+	}
 	s.mu.Lock()
-	s.gateways, s.requirements = current, requirements
+	s.gateways, s.requirements, s.names = current, requirements, names
 	for key := range snaps {
 		s.served[key] = true
 	}

@@ -46,6 +46,12 @@ type Nack struct {
 	Version string    `json:"version"`
 	Message string    `json:"message"`
 	At      time.Time `json:"at"`
+	// Resources are the resources of the rejected response that Envoy's
+	// message names (or, when it names none, that the node asked for),
+	// and Objects the policy objects that produced them
+	// (translate.Origin): where to look first.
+	Resources []string `json:"resources,omitempty"`
+	Objects   []string `json:"objects,omitempty"`
 }
 
 // tracker keeps NodeStatus per stream.
@@ -220,10 +226,20 @@ func (t *tracker) streamsOf(gateway string) []string {
 	return out
 }
 
-func (t *tracker) nack(stream, typeURL, version, msg string, now time.Time) NackRecord {
+// gatewayOf is the gateway a stream's node asked for.
+func (t *tracker) gatewayOf(stream string) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := Nack{Type: shortType(typeURL), Version: version, Message: msg, At: now}
+	if s := t.streams[stream]; s != nil {
+		return s.Gateway
+	}
+	return ""
+}
+
+func (t *tracker) nack(stream, typeURL, version, msg string, now time.Time, resources, objects []string) NackRecord {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := Nack{Type: shortType(typeURL), Version: version, Message: msg, At: now, Resources: resources, Objects: objects}
 	rec := NackRecord{Nack: n}
 	if s := t.streams[stream]; s != nil {
 		s.LastNack = &n

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/xds"
 	"github.com/tollgate-dev/tollgate/xds/envoysim"
 )
@@ -356,6 +357,32 @@ func TestServeNackIsRecordedAndNotResent(t *testing.T) {
 			require.Equal(t, "clusters", status.LastNack.Type)
 			require.Equal(t, nack.Version, status.LastNack.Version)
 			require.Contains(t, status.LastNack.Message, "unsupported by this Envoy")
+			// Mapped back to the resource Envoy named and the objects
+			// behind it, shown on those objects until a later version
+			// replaces the rejected one.
+			require.Contains(t, status.LastNack.Resources, "backend/default/anthropic")
+			require.Contains(t, status.LastNack.Objects, "Backend/anthropic")
+			programmed := func() *model.Condition {
+				resp, err := http.Get("http://" + inst.AdminAddr.String() + "/status/policies")
+				require.NoError(t, err)
+				defer resp.Body.Close()
+				var ps struct {
+					Conditions []model.Condition `json:"conditions"`
+				}
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&ps))
+				for _, c := range ps.Conditions {
+					if c.Object == "Backend/anthropic" && c.Type == xds.ConditionProgrammed {
+						return &c
+					}
+				}
+				return nil
+			}
+			c := programmed()
+			require.NotNil(t, c, "the NACK shows on the object that caused it")
+			require.False(t, c.Status)
+			require.Equal(t, xds.ReasonRejected, c.Reason)
+			require.Contains(t, c.Message, "node vm-1 (gateway egress) rejected clusters backend/default/anthropic")
+			require.Contains(t, c.Message, "unsupported by this Envoy")
 			require.Len(t, status.Nodes, 1)
 			require.Equal(t, "vm-1", status.Nodes[0].NodeID)
 			require.NotEmpty(t, status.Nodes[0].Acked["listeners"])
@@ -377,6 +404,9 @@ func TestServeNackIsRecordedAndNotResent(t *testing.T) {
 			require.Equal(t, nacked+1, env.Responses(resourcev3.ClusterType), "the rejected clusters were sent again: %v", env.History())
 			_, err = env.WaitFor(waitCtx(t), func(s envoysim.State) bool { return routeTimeout(s) == 90*time.Second })
 			require.NoError(t, err)
+			// The accepted configuration replaced the rejected one: the
+			// object is no longer shown as rejected.
+			require.Eventually(t, func() bool { return programmed() == nil }, 10*time.Second, 10*time.Millisecond)
 		})
 	}
 }
