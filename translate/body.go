@@ -125,6 +125,8 @@ func bodyHeaders() []string {
 // bodyNeeds is what a listener's routes need read from request bodies.
 type bodyNeeds struct {
 	model, prompt, output bool
+	// clamp: a route clamps requested output tokens (clampFilter).
+	clamp bool
 	// limit is the listener's body size limit (the gateway's
 	// maxRequestBodySize, else the largest retry buffer of its routes).
 	limit uint64
@@ -145,6 +147,7 @@ func bodyNeedsOf(g *model.GatewayConfig, l *model.ListenerConfig) bodyNeeds {
 			n.model = n.model || len(gr.AllowModels) > 0 || len(gr.DenyModels) > 0
 			n.prompt = n.prompt || len(gr.DenyPrompts) > 0
 			n.output = n.output || gr.MaxOutputTokens != nil
+			n.clamp = n.clamp || gr.MaxOutputTokens != nil && gr.MaxOutputTokens.Action == model.CapClamp
 			routeBody = routeBody || gr.MaxRequestBody != nil
 		}
 		for _, rule := range r.Rules {
@@ -227,16 +230,11 @@ func bodyRouteFilters(n bodyNeeds) []*hcmv3.HttpFilter {
 // clampFilter rewrites the output-token field of requests over a Clamp
 // cap; it does nothing (an empty transform) except on the routes that
 // carry its per-route configuration (TransformFilter::maybeInitializeRouteConfigs).
-func clampFilter(l *model.ListenerConfig, g *model.GatewayConfig) []*hcmv3.HttpFilter {
-	if g.Parent != nil {
+func clampFilter(n bodyNeeds) []*hcmv3.HttpFilter {
+	if !n.clamp {
 		return nil
 	}
-	for _, r := range l.Routes {
-		if gr := model.EffectiveGuardRails(g, r); gr != nil && gr.MaxOutputTokens != nil && gr.MaxOutputTokens.Action == model.CapClamp {
-			return []*hcmv3.HttpFilter{{Name: filterClamp, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&transformv3.TransformConfig{})}}}
-		}
-	}
-	return nil
+	return []*hcmv3.HttpFilter{{Name: filterClamp, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&transformv3.TransformConfig{})}}}
 }
 
 func clampU32(v uint64) uint32 {
@@ -454,7 +452,7 @@ func guardEntries(cache *guardCache, g *model.GatewayConfig, r *model.RouteConfi
 	if gr == nil || base.GetRoute() == nil {
 		return nil
 	}
-	schema := ruleSchema(g, rule)
+	schema := ruleSchema(rule)
 	bodyModel := !pathVariant
 	pm, inPath := pathModelOf(schema)
 	pathModel := inPath && pm.compatible(m) && (m.Model == nil || pathVariant)
@@ -636,7 +634,7 @@ func accessFilterName(name string) bool {
 // ruleSchema is the API schema a rule's clients speak: that of its
 // primary backends (model.RuleConfig.ClientSchema), also when a region
 // policy leaves them unserved; openai when the rule has none.
-func ruleSchema(_ *model.GatewayConfig, rule *model.RuleConfig) string {
+func ruleSchema(rule *model.RuleConfig) string {
 	if s, ok := rule.ClientSchema(); ok {
 		return s
 	}

@@ -345,12 +345,12 @@ var AccessDeniedBody = map[string]any{
 // the access log filters have no response code details matcher) into
 // AccessDeniedBody. Other local replies, ext_authz refusals included (the
 // service's own answer), keep theirs. Nil when the listener has no RBAC.
-func localReplyConfig(g *model.GatewayConfig, l *model.ListenerConfig, n rateLimitNeeds) *hcmv3.LocalReplyConfig {
+func localReplyConfig(l *model.ListenerConfig, n rateLimitNeeds, b bodyNeeds) *hcmv3.LocalReplyConfig {
 	var mappers []*hcmv3.ResponseMapper
 	if needsRBAC(l) {
 		mappers = append(mappers, accessDeniedMapper())
 	}
-	if bodyNeedsOf(g, l).limit > 0 {
+	if b.limit > 0 {
 		mappers = append(mappers, bodyTooLargeMapper()) // body.go
 	}
 	mappers = append(mappers, rateLimitMappers(n)...)

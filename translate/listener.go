@@ -45,6 +45,7 @@ func Listener(cfg *model.Config, l *model.ListenerConfig) (*listenerv3.Listener,
 // last HTTP filter; features add theirs before it.
 func HTTPConnectionManager(g *model.GatewayConfig, l *model.ListenerConfig) *hcmv3.HttpConnectionManager {
 	n := rateLimitNeedsOf(g, l)
+	b := bodyNeedsOf(g, l) // once per connection manager, like n
 	return &hcmv3.HttpConnectionManager{
 		StatPrefix: StatPrefix(l),
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -53,9 +54,9 @@ func HTTPConnectionManager(g *model.GatewayConfig, l *model.ListenerConfig) *hcm
 			RouteConfigName: RouteConfigName(l),
 		}},
 		// The JSON body of access control refusals (externalauth.go).
-		LocalReplyConfig: localReplyConfig(g, l, n),
+		LocalReplyConfig: localReplyConfig(l, n, b),
 
-		HttpFilters: httpFilters(g, l, n),
+		HttpFilters: httpFilters(g, l, n, b),
 		AccessLog:   AccessLogs(l), // observability.go
 		Tracing:     Tracing(l),
 		// Workloads talk to the gateway directly, so the peer address is

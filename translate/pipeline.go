@@ -62,13 +62,13 @@ import (
 // the processors see the response, and the rate limit filter settles the
 // token budgets at the stream's end, when every filter above it has written
 // its response metadata; the access log is written last.
-func httpFilters(g *model.GatewayConfig, l *model.ListenerConfig, n rateLimitNeeds) []*hcmv3.HttpFilter {
+func httpFilters(g *model.GatewayConfig, l *model.ListenerConfig, n rateLimitNeeds, b bodyNeeds) []*hcmv3.HttpFilter {
 	var filters []*hcmv3.HttpFilter
-	filters = append(filters, bodyRouteFilters(bodyNeedsOf(g, l))...)
+	filters = append(filters, bodyRouteFilters(b)...)
 	filters = append(filters, accessFilters(l)...)
 	filters = append(filters, identityFilters(l, n)...)
 	filters = append(filters, ipTagging(n)...)
-	filters = append(filters, clampFilter(l, g)...)
+	filters = append(filters, clampFilter(b)...)
 	filters = append(filters, processorFilters(l)...)
 	filters = append(filters, bodyFilters(n)...)
 	filters = append(filters, rateLimitFilters(g, l, n)...)

@@ -73,7 +73,7 @@ func RouteConfiguration(g *model.GatewayConfig, l *model.ListenerConfig) (*route
 				route.RequestHeadersToRemove = append(route.RequestHeadersToRemove, routeOnlyHeaders(g, e.rule)...)
 			}
 			variants := []*routev3.Route{route}
-			if pm, ok := pathModelOf(ruleSchema(g, e.rule)); ok && e.match.Model != nil && g.Parent == nil && pm.compatible(e.match) {
+			if pm, ok := pathModelOf(ruleSchema(e.rule)); ok && e.match.Model != nil && g.Parent == nil && pm.compatible(e.match) {
 				// Bedrock and Gemini name the model in the path: the rule's
 				// model condition matches there too, in a twin route.
 				twin := proto.Clone(route).(*routev3.Route)
