@@ -162,6 +162,13 @@ func (s *Scheme) Decode(file string, data []byte) ([]Object, Violations) {
 	return objs, errs
 }
 
+// DecodeNode decodes one document that is already parsed: the API parses
+// a request body, drops the metadata the server manages and decodes the
+// rest, so that violations keep the lines of the body as it was sent.
+func (s *Scheme) DecodeNode(file string, root *yaml.Node) (Object, Violations) {
+	return s.decodeDocument(file, root)
+}
+
 func (s *Scheme) decodeDocument(file string, root *yaml.Node) (Object, Violations) {
 	var errs Violations
 	fail := func(line int, field, format string, args ...any) {

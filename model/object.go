@@ -23,6 +23,10 @@ type ObjectMeta struct {
 	Labels map[string]string `yaml:"labels,omitempty"`
 	// Annotations are free-form key/value pairs that tollgate ignores.
 	Annotations map[string]string `yaml:"annotations,omitempty"`
+	// Generation counts the changes of an API object's content; the API
+	// store sets it (it is never read from YAML). Zero for file objects,
+	// whose generation the store counts itself.
+	Generation int64 `yaml:"-"`
 }
 
 // TypeMeta is the envelope's kind and API version.

@@ -31,6 +31,8 @@ type FileSource struct {
 	scheme   *model.Scheme
 	log      *slog.Logger
 	debounce time.Duration
+	// allowEmpty accepts a start with no object at all (AllowEmpty).
+	allowEmpty bool
 
 	mu       sync.Mutex
 	cache    map[string]cachedFile // path → last decode, reused while unchanged
@@ -188,11 +190,15 @@ func (f *FileSource) Start(st *Store) error {
 	if err := f.Sync(st); err != nil {
 		return err
 	}
-	if cfg := st.Config(); cfg == nil || len(cfg.Objects) == 0 {
+	if cfg := st.Config(); (cfg == nil || len(cfg.Objects) == 0) && !f.allowEmpty {
 		return fmt.Errorf("%s holds no policy objects: add *.yaml files with at least a Gateway (or check the path)", f.dir)
 	}
 	return nil
 }
+
+// AllowEmpty lets Start accept a directory without objects: with the API
+// store on, policies may all come through the API.
+func (f *FileSource) AllowEmpty() { f.allowEmpty = true }
 
 // Sync loads the directory into st. It returns the resulting error, if any:
 // decoding violations, resolution violations or a refusal by the store.
@@ -202,7 +208,7 @@ func (f *FileSource) Sync(st *Store) error {
 	if err != nil {
 		return err
 	}
-	_, err = st.replace(f.Name(), objs, violations, time.Since(start))
+	_, err = st.replace(f.Name(), objs, violations, time.Since(start), nil)
 	return err
 }
 

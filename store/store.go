@@ -29,6 +29,7 @@ type entry struct {
 	// ID is unique per source, file, line and object.
 	ID     string
 	Source string
+	Ref    string // model.Ref.String()
 	Object model.Object
 }
 
@@ -38,6 +39,7 @@ var schema = &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
 		Indexes: map[string]*memdb.IndexSchema{
 			"id":     {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 			"source": {Name: "source", Indexer: &memdb.StringFieldIndex{Field: "Source"}},
+			"ref":    {Name: "ref", Indexer: &memdb.StringFieldIndex{Field: "Ref"}},
 		},
 	},
 }}
@@ -50,6 +52,10 @@ type Options struct {
 	// committed; an error rejects the change as if the policies were
 	// invalid. tollgate serve translates and publishes here.
 	Accept func(*model.Config) error
+	// Check is Accept for Preview (dry runs, diffs): it may refuse a
+	// config but must not serve it. tollgate serve translates and checks
+	// Envoy's constraints here; nil accepts every valid Config.
+	Check func(*model.Config) error
 	// DNS runs the reverse-DNS checks DNSPolicies ask for. Nil resolves
 	// nothing: such backends are reported as not verified and not served
 	// (tollgate validate works offline this way).
@@ -97,6 +103,8 @@ type Store struct {
 	// materialFiles are the files the policies of the latest change read,
 	// for sources to watch.
 	materialFiles []string
+	// gens counts the generations of the served objects (objstatus.go).
+	gens map[model.Ref]*genEntry
 }
 
 // MaterialFiles lists the files (secrets, certificates) the latest change's
@@ -155,30 +163,49 @@ func New(opts Options) (*Store, error) {
 // together with whatever resolving the rest finds, so that one pass shows
 // every problem.
 func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Violations) (*model.Config, error) {
-	return s.replace(source, objs, decodeErrs, 0)
+	return s.replace(source, objs, decodeErrs, 0, nil)
+}
+
+// ReplaceWith is Replace with a commit step: once the change is valid,
+// commit is called before Accept serves it, and an error from commit
+// refuses the change. The API source persists its write there, so that
+// nothing is served that is not durable. If Accept then refuses the
+// change, ReplaceWith returns ErrNotAccepted wrapping the reason: the
+// caller must undo what commit did.
+func (s *Store) ReplaceWith(source string, objs []model.Object, decodeErrs model.Violations, commit func(*model.Config) error) (*model.Config, error) {
+	return s.replace(source, objs, decodeErrs, 0, commit)
+}
+
+// ErrNotAccepted wraps Accept's refusal of a change that ReplaceWith had
+// already committed.
+var ErrNotAccepted = errors.New("refused after it was committed")
+
+// Seed puts objs in the store as source's without resolving them: the API
+// source seeds its objects at start-up, and the file source's first Sync
+// then resolves both together (either may refer to the other).
+func (s *Store) Seed(source string, objs []model.Object) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	if err := s.stage(txn, source, objs); err != nil {
+		return err
+	}
+	txn.Commit()
+	return nil
 }
 
 // replace is Replace for a source that spent decoded reading objs, which
 // counts towards the reload time.
-func (s *Store) replace(source string, objs []model.Object, decodeErrs model.Violations, decoded time.Duration) (*model.Config, error) {
+func (s *Store) replace(source string, objs []model.Object, decodeErrs model.Violations, decoded time.Duration, commit func(*model.Config) error) (*model.Config, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	txn := s.db.Txn(true)
 	defer txn.Abort() // no-op after Commit
-	if _, err := txn.DeleteAll(tableObjects, "source", source); err != nil {
-		return nil, fmt.Errorf("store index: %w", err)
+	if err := s.stage(txn, source, objs); err != nil {
+		return nil, err
 	}
-	for _, o := range objs {
-		// Keyed by where the object was read, not by its name: two objects
-		// of one name must both reach BuildConfig, which reports the
-		// duplicate, instead of one silently replacing the other here.
-		src := o.GetSource()
-		id := fmt.Sprintf("%s\x00%s\x00%09d\x00%s", source, src.File, src.Line, model.RefOf(o))
-		if err := txn.Insert(tableObjects, &entry{ID: id, Source: source, Object: o}); err != nil {
-			return nil, fmt.Errorf("store index: %w", err)
-		}
-	}
-	cfg, err := s.apply(txn, decodeErrs, decoded)
+	cfg, err := s.apply(txn, decodeErrs, decoded, commit)
 	if err != nil {
 		s.lastErr = err
 		return nil, err
@@ -186,6 +213,39 @@ func (s *Store) replace(source string, objs []model.Object, decodeErrs model.Vio
 	txn.Commit()
 	s.current, s.lastErr = cfg, nil
 	return cfg, nil
+}
+
+// Preview resolves and lowers the store's objects with source's replaced by
+// objs, as Replace would, and runs Options.Check on the result instead of
+// Accept; nothing is committed or served. It answers dry runs and diffs:
+// the same violations a real change would get, for the same inputs.
+func (s *Store) Preview(source string, objs []model.Object, decodeErrs model.Violations) (*model.Config, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	txn := s.db.Txn(true)
+	defer txn.Abort() // never committed
+	if err := s.stage(txn, source, objs); err != nil {
+		return nil, err
+	}
+	return s.resolve(txn, decodeErrs, 0, true, nil)
+}
+
+// stage replaces source's objects with objs in txn.
+func (s *Store) stage(txn *memdb.Txn, source string, objs []model.Object) error {
+	if _, err := txn.DeleteAll(tableObjects, "source", source); err != nil {
+		return fmt.Errorf("store index: %w", err)
+	}
+	for _, o := range objs {
+		// Keyed by where the object was read, not by its name: two objects
+		// of one name must both reach BuildConfig, which reports the
+		// duplicate, instead of one silently replacing the other here.
+		src := o.GetSource()
+		id := fmt.Sprintf("%s\x00%s\x00%09d\x00%s", source, src.File, src.Line, model.RefOf(o))
+		if err := txn.Insert(tableObjects, &entry{ID: id, Source: source, Ref: model.RefOf(o).String(), Object: o}); err != nil {
+			return fmt.Errorf("store index: %w", err)
+		}
+	}
+	return nil
 }
 
 // Reload rebuilds the served config from the objects the store holds, for
@@ -201,7 +261,7 @@ func (s *Store) Reload() error {
 	}
 	txn := s.db.Txn(false)
 	defer txn.Abort()
-	cfg, err := s.apply(txn, nil, 0)
+	cfg, err := s.apply(txn, nil, 0, nil)
 	if err != nil {
 		s.lastErr = err
 		return err
@@ -212,27 +272,53 @@ func (s *Store) Reload() error {
 
 // apply resolves and lowers the objects txn holds and offers the result to
 // Accept. The caller holds s.mu.
-func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations, decoded time.Duration) (_ *model.Config, err error) {
+func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations, decoded time.Duration, commit func(*model.Config) error) (*model.Config, error) {
+	cfg, err := s.resolve(txn, decodeErrs, decoded, false, commit)
+	if err != nil {
+		return nil, err
+	}
+	s.countGenerations(cfg)
+	s.opts.DNS.retain(policies.ReverseDNSChecks(cfg))
+	if s.opts.Log != nil {
+		auditRegions(s.opts.Log, s.current, cfg)
+	}
+	return cfg, nil
+}
+
+// resolve resolves and lowers the objects txn holds and offers the result
+// to Accept, or for a preview to Check (a preview records no metrics and
+// leaves the watched material files alone). The caller holds s.mu.
+func (s *Store) resolve(txn *memdb.Txn, decodeErrs model.Violations, decoded time.Duration, preview bool, commit func(*model.Config) error) (_ *model.Config, err error) {
 	start := time.Now()
 	var took time.Duration
-	if s.opts.Metrics != nil {
+	metrics := s.opts.Metrics
+	accept := s.opts.Accept
+	if preview {
+		metrics, accept = nil, s.opts.Check
+	}
+	if metrics != nil {
 		defer func() {
 			if took == 0 {
 				took = time.Since(start)
 			}
-			s.opts.Metrics.ObserveReload(decoded+took, err)
+			metrics.ObserveReload(decoded+took, err)
 		}()
 	}
-	all, err := allObjects(txn)
+	all, conflicts, err := allObjects(txn)
 	if err != nil {
 		return nil, err
 	}
 	cfg, violations := model.BuildConfigWithInvalid(all, s.opts.Settings, decodeErrs.InvalidObjects())
+	if cfg != nil {
+		cfg.Conditions = append(cfg.Conditions, conflicts...)
+	}
 	keys := policies.MaterialKeys(all)
-	s.materialFiles = s.materialFiles[:0]
-	for _, k := range keys {
-		if p := model.MaterialPath(k); p != "" {
-			s.materialFiles = append(s.materialFiles, p)
+	if !preview {
+		s.materialFiles = s.materialFiles[:0]
+		for _, k := range keys {
+			if p := model.MaterialPath(k); p != "" {
+				s.materialFiles = append(s.materialFiles, p)
+			}
 		}
 	}
 	var checks []model.ReverseDNSCheck
@@ -250,35 +336,77 @@ func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations, decoded time.
 	}
 	violations = append(append(model.Violations(nil), decodeErrs...), violations...)
 	if err := violations.Err(); err != nil {
-		if s.opts.Metrics != nil {
-			s.opts.Metrics.RefusedChange(RefusedInvalidPolicy)
+		if metrics != nil {
+			metrics.RefusedChange(RefusedInvalidPolicy)
 		}
 		return nil, err
 	}
 	took = time.Since(start)
-	if s.opts.Accept != nil {
-		if err := s.opts.Accept(cfg); err != nil {
+	if commit != nil {
+		if err := commit(cfg); err != nil {
 			return nil, err
 		}
 	}
-	s.opts.DNS.retain(checks)
-	if s.opts.Log != nil {
-		auditRegions(s.opts.Log, s.current, cfg)
+	if accept != nil {
+		if err := accept(cfg); err != nil {
+			if commit != nil {
+				return nil, fmt.Errorf("%w: %w", ErrNotAccepted, err)
+			}
+			return nil, err
+		}
 	}
 	return cfg, nil
 }
 
-func allObjects(txn *memdb.Txn) ([]model.Object, error) {
+// allObjects lists every object of every source. An object the API holds
+// under a name that a file also defines is left out: the file wins (files
+// are what an operator reviews and deploys), and both get a Conflicted
+// condition. The API refuses to create such an object; this happens when
+// the file appears after it.
+func allObjects(txn *memdb.Txn) ([]model.Object, []model.Condition, error) {
 	it, err := txn.Get(tableObjects, "id")
 	if err != nil {
-		return nil, fmt.Errorf("store index: %w", err)
+		return nil, nil, fmt.Errorf("store index: %w", err)
 	}
-	var out []model.Object
+	var (
+		out  []model.Object
+		api  []*entry
+		file = map[string]*entry{}
+	)
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*entry).Object)
+		e := raw.(*entry)
+		if e.Source == APISourceName {
+			api = append(api, e)
+			continue
+		}
+		if _, dup := file[e.Ref]; !dup {
+			file[e.Ref] = e
+		}
+		out = append(out, e.Object)
 	}
-	return out, nil
+	var conds []model.Condition
+	for _, e := range api {
+		f, clash := file[e.Ref]
+		if !clash {
+			out = append(out, e.Object)
+			continue
+		}
+		src := f.Object.GetSource()
+		conds = append(conds, model.Condition{Object: e.Ref, Type: ConditionConflicted, Status: true, Reason: ReasonDefinedByFileAndAPI,
+			Message: fmt.Sprintf("both %s:%d and the API (%s) define it, and files win: the file's is served; delete it through the API (that deletes the API's copy only), or remove it from the file",
+				src.File, src.Line, e.Object.GetSource().File)})
+	}
+	return out, conds, nil
 }
+
+// Conflict conditions between the file and API sources.
+const (
+	ConditionConflicted       = "Conflicted"
+	ReasonDefinedByFileAndAPI = "DefinedByFileAndAPI"
+)
+
+// APISourceName is the name of the API source in the store.
+const APISourceName = "api"
 
 // Config is the last accepted Config, or nil before the first one.
 func (s *Store) Config() *model.Config {
