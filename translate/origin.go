@@ -70,11 +70,13 @@ func Origin(cfg *model.Config, gateway, typeURL, name string) []model.Ref {
 	case "listener":
 		if l := o.listener(rest); l != nil {
 			o.add(o.gw.Ref)
+			o.gatewayPolicies(l)
 		}
 	case "route":
 		if l := o.listener(rest); l != nil {
 			o.add(o.gw.Ref)
 			o.retry(o.gw.Retry)
+			o.gatewayPolicies(l)
 			for _, r := range l.Routes {
 				o.route(r)
 			}
@@ -207,6 +209,51 @@ func (o *origins) retry(r *model.RetrySettings) {
 func (o *origins) route(r *model.RouteConfig) {
 	o.add(r.Ref)
 	o.retry(r.Retry)
+	if r.ExternalAuth != nil {
+		o.add(r.ExternalAuth.Policy)
+	}
+	if r.RateLimits != nil {
+		o.add(r.RateLimits.Policy)
+	}
+	o.guardRails(r.GuardRails)
+	for _, p := range r.Processors {
+		o.add(p.Policy)
+	}
+	for _, rule := range r.Rules {
+		for _, s := range rule.AllowedSources {
+			o.add(s.Policy)
+		}
+	}
+}
+
+// guardRails adds the GuardRailsPolicies that set the fields of g.
+func (o *origins) guardRails(g *model.GuardRailSettings) {
+	if g == nil {
+		return
+	}
+	o.add(g.Policy)
+	for _, ref := range g.Sources {
+		o.add(ref)
+	}
+}
+
+// gatewayPolicies adds the gateway-scoped policies lowered into a
+// listener's filters and routes.
+func (o *origins) gatewayPolicies(l *model.ListenerConfig) {
+	g := o.gw
+	if g.RateLimits != nil {
+		o.add(g.RateLimits.Policy)
+	}
+	if g.RateLimitService != nil {
+		o.add(g.RateLimitService.Policy)
+	}
+	if g.RegionAllowList != nil {
+		o.add(g.RegionAllowList.Policy)
+	}
+	o.guardRails(g.GuardRails)
+	if l.Observability != nil {
+		o.add(l.Observability.Policy)
+	}
 }
 
 // routes are every route of the gateway, or of every gateway when it is

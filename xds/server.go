@@ -94,6 +94,11 @@ type Server struct {
 	// gateway and short type: what a NACK is mapped back with (nack.go).
 	cfg   *model.Config
 	names map[string]map[string][]string
+	// usageOf caches, for usageCfg, which gateways and types each object
+	// shapes (programmed.go).
+	usageMu  sync.Mutex
+	usageCfg *model.Config
+	usageOf  objectTypes
 
 	versionLogMu  sync.Mutex
 	versionLogged map[string]bool // node|gateway|problem already logged
@@ -155,6 +160,23 @@ func (s *Server) Apply(cfg *model.Config) error {
 	}
 	// A refusal of Envoy's constraints is placed on the policies.
 	return translate.Locate(cfg, err)
+}
+
+// Check translates cfg and checks the result as Apply would, without
+// publishing anything: dry runs and diffs get the refusals a real change
+// would.
+func (s *Server) Check(cfg *model.Config) error {
+	out, err := translate.Translate(cfg)
+	if err != nil {
+		return fmt.Errorf("translate: %w", err)
+	}
+	if err := s.checkPlaintextSecrets(out); err != nil {
+		return err
+	}
+	if err := out.Validate(); err != nil {
+		return translate.Locate(cfg, &errEnvoyWouldRefuse{fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)})
+	}
+	return nil
 }
 
 // Publish serves out. A gateway that disappeared from the policies gets an
