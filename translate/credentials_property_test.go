@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/store"
 	"github.com/tollgate-dev/tollgate/translate"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 )
 
 // credentialSources are every policy set the property is checked on: the
@@ -38,7 +39,7 @@ func credentialSources(t *testing.T) map[string]*model.Config {
 			out[in] = cfg
 		}
 	}
-	dirs, err := filepath.Glob("../examples/*")
+	dirs, err := translatetest.ExampleDirs("../examples")
 	require.NoError(t, err)
 	for _, dir := range dirs {
 		st, err := store.New(store.Options{})

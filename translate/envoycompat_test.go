@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/store"
 	"github.com/tollgate-dev/tollgate/translate"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 )
 
 // compatVersions are the supported Envoy releases, each with a modfile in
@@ -186,7 +187,7 @@ func compatGateways(t *testing.T) []compatGateway {
 		}
 		out = append(out, gatewaysOf(t, "golden/"+strings.TrimSuffix(filepath.Base(in), ".yaml"), cfg)...)
 	}
-	examples, err := filepath.Glob("../examples/*")
+	examples, err := translatetest.ExampleDirs("../examples")
 	require.NoError(t, err)
 	for _, dir := range examples {
 		var cfg *model.Config

@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/store"
 	"github.com/tollgate-dev/tollgate/translate"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 )
 
 // fuzzCorpus is what FuzzTranslate's inputs refer to: the directories an
@@ -31,7 +32,7 @@ type fuzzCorpus struct {
 func loadFuzzCorpus(f *testing.F) *fuzzCorpus {
 	f.Helper()
 	c := &fuzzCorpus{materials: map[string][]byte{}, seeds: map[int][]byte{}}
-	examples, err := filepath.Glob("../examples/*")
+	examples, err := translatetest.ExampleDirs("../examples")
 	if err != nil {
 		f.Fatal(err)
 	}

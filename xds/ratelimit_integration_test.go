@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/store"
 	"github.com/tollgate-dev/tollgate/translate"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 	"github.com/tollgate-dev/tollgate/xds"
 	"github.com/tollgate-dev/tollgate/xds/ratelimittest"
 )
@@ -301,7 +302,7 @@ func TestRatelimitLoadsTheExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-server and envoyproxy/ratelimit")
 	}
-	dirs, err := filepath.Glob("../examples/*")
+	dirs, err := translatetest.ExampleDirs("../examples")
 	require.NoError(t, err)
 	checked := 0
 	for _, dir := range dirs {

@@ -97,7 +97,8 @@ func TestValidateBrokenCorpus(t *testing.T) {
 }
 
 // TestExamples checks that every example is a complete policy set that
-// validates and has a README.
+// validates and has a README (the API store example's objects for the API
+// are checked by TestAPIStoreExample).
 func TestExamples(t *testing.T) {
 	dirs, err := filepath.Glob("../../examples/*")
 	require.NoError(t, err)
@@ -106,6 +107,11 @@ func TestExamples(t *testing.T) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			_, err := os.Stat(filepath.Join(dir, "README.md"))
 			require.NoError(t, err, "every example needs a README.md")
+			// An example with a policies/ folder keeps other files
+			// (tollgate's config, objects for the API) beside it.
+			if fi, err := os.Stat(filepath.Join(dir, "policies")); err == nil && fi.IsDir() {
+				dir = filepath.Join(dir, "policies")
+			}
 			code, out, errOut := cli(t, "validate", dir)
 			require.Equal(t, 0, code, errOut)
 			require.Contains(t, out, "ok")

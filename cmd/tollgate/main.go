@@ -52,6 +52,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServeCmd(), newValidateCmd(), newBootstrapCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newValidateCmd(), newBootstrapCmd(), newVersionCmd(),
+		newApplyCmd(), newGetCmd(), newDeleteCmd(), newStatusCmd(), newExplainCmd(), newDiffCmd(), newTokenCmd())
 	return root
 }

@@ -49,6 +49,30 @@ type serveConfig struct {
 	XDSIdentities []xds.IdentityBinding
 	// AllowPlaintextSecrets lets plaintext xDS serve secrets.
 	AllowPlaintextSecrets bool
+
+	// StateDir holds the bbolt API store (tollgate.db); Store, an
+	// etcd:// URL, shares the API store between replicas instead. With
+	// neither, the API serves reads only.
+	StateDir string
+	Store    string
+	// StoreCACert, StoreCert and StoreKey are the TLS files of an
+	// etcds:// store.
+	StoreCACert string
+	StoreCert   string
+	StoreKey    string
+	// APITokens is the file of hashed bearer tokens allowed to write
+	// through the API; APIIdentities grant client certificate identities
+	// (config file only, or TOLLGATE_API_IDENTITIES as JSON).
+	APITokens     string
+	APIIdentities []store.IdentityGrant
+	// APISecretsDir is where API objects may name files: each namespace
+	// under its own folder; without it they may name none.
+	APISecretsDir string
+	// AdminTLSCert and AdminTLSKey serve the admin API over HTTPS;
+	// AdminClientCA verifies client certificates (for api-identities).
+	AdminTLSCert  string
+	AdminTLSKey   string
+	AdminClientCA string
 }
 
 func newServeCmd() *cobra.Command { return newServeCmdWith(viper.New()) }
@@ -83,6 +107,16 @@ func newServeCmdWith(v *viper.Viper) *cobra.Command {
 	f.String("spiffe-socket", "", "SPIFFE Workload API socket (e.g. the SPIRE agent's): xDS uses mutual TLS with tollgate's SVID and verifies Envoy SVIDs against its trust bundles; instead of --xds-tls-cert, --xds-tls-key and --xds-client-ca")
 	f.String("spiffe-id", "", "with --spiffe-socket: tollgate's SPIFFE ID, to pick its SVID when the Workload API returns several (default: the first)")
 	f.Bool("allow-plaintext-secrets", false, "serve secrets over plaintext (loopback-only) xDS, where any local process can fetch them")
+	f.String("state-dir", "", "directory of the API store (bbolt file tollgate.db): objects written through the HTTP API persist there; without it (or --store) the API is read-only")
+	f.String("store", "", "etcd://HOST:2379[,HOST:2379]/PREFIX: keep the API store in etcd, shared by several tollgate replicas (instead of --state-dir)")
+	f.String("store-cacert", "", "with --store etcds://...: CA bundle (PEM) that verifies etcd's certificate (default: the system's)")
+	f.String("store-cert", "", "with --store etcds://...: client certificate (PEM) for etcd")
+	f.String("store-key", "", "private key (PEM) of --store-cert")
+	f.String("api-tokens", "", "YAML file of hashed bearer tokens that may write through the API, each with its namespaces (tollgate token new makes entries)")
+	f.String("api-secrets-dir", "", "directory whose NAMESPACE/ folders hold the files (keys, certificates) that objects written through the API may name; without it they may name no file and no environment variable")
+	f.String("admin-tls-cert", "", "serve the admin API over HTTPS with this certificate (PEM)")
+	f.String("admin-tls-key", "", "private key of --admin-tls-cert (PEM)")
+	f.String("admin-client-ca", "", "CA bundle (PEM) that admin API client certificates must chain to (for api-identities)")
 	v.SetEnvPrefix("TOLLGATE")
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
 	v.AutomaticEnv()
@@ -112,6 +146,17 @@ func loadServeConfig(v *viper.Viper) (serveConfig, error) {
 		SPIFFESocket:          v.GetString("spiffe-socket"),
 		SPIFFEID:              v.GetString("spiffe-id"),
 		AllowPlaintextSecrets: v.GetBool("allow-plaintext-secrets"),
+
+		StateDir:      v.GetString("state-dir"),
+		Store:         v.GetString("store"),
+		StoreCACert:   v.GetString("store-cacert"),
+		StoreCert:     v.GetString("store-cert"),
+		StoreKey:      v.GetString("store-key"),
+		APITokens:     v.GetString("api-tokens"),
+		APISecretsDir: v.GetString("api-secrets-dir"),
+		AdminTLSCert:  v.GetString("admin-tls-cert"),
+		AdminTLSKey:   v.GetString("admin-tls-key"),
+		AdminClientCA: v.GetString("admin-client-ca"),
 	}
 	if cfg.Policies == "" {
 		return cfg, errors.New("--policies is required (or TOLLGATE_POLICIES, or policies: in --config): the directory of policy YAML files")
@@ -121,7 +166,33 @@ func loadServeConfig(v *viper.Viper) (serveConfig, error) {
 		return cfg, err
 	}
 	cfg.XDSIdentities = ids
+	if cfg.APIIdentities, err = loadAPIIdentities(v); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// loadAPIIdentities reads api-identities, a list of {identity,
+// namespaces}: from the config file, or TOLLGATE_API_IDENTITIES as JSON.
+func loadAPIIdentities(v *viper.Viper) ([]store.IdentityGrant, error) {
+	const key = "api-identities"
+	var ids []store.IdentityGrant
+	switch raw := v.Get(key).(type) {
+	case nil:
+		return nil, nil
+	case string:
+		dec := json.NewDecoder(strings.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ids); err != nil {
+			return nil, fmt.Errorf("TOLLGATE_API_IDENTITIES: want a JSON list like [{\"identity\": \"spiffe://corp.example/ci\", \"namespaces\": [\"team-a\"]}]: %w", err)
+		}
+	default:
+		err := v.UnmarshalKey(key, &ids, func(c *mapstructure.DecoderConfig) { c.ErrorUnused = true })
+		if err != nil {
+			return nil, fmt.Errorf("%s in the config file: want a list of {identity: ..., namespaces: [...]}: %w", key, err)
+		}
+	}
+	return ids, nil
 }
 
 // loadIdentities reads xds-identities, a list of {identity, gateways}:
@@ -290,6 +361,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 	st, err := store.New(store.Options{
 		Settings: model.Settings{SystemCABundle: cfg.SystemCABundle},
 		Accept:   xdsServer.Apply,
+		Check:    xdsServer.Check,
 		DNS:      dns,
 		Metrics:  metrics,
 		Log:      log,
@@ -297,8 +369,39 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 	if err != nil {
 		return nil, err
 	}
-	src := store.NewFileSource(cfg.Policies, policies.NewScheme(), log)
+	auth, err := cfg.authenticator()
+	if err != nil {
+		return nil, err
+	}
+	adminTLS, err := cfg.adminTLS()
+	if err != nil {
+		return nil, err
+	}
+	scheme := policies.NewScheme()
+	backend, backendName, err := cfg.openBackend()
+	if err != nil {
+		return nil, err
+	}
+	var api *store.APISource
+	if backend != nil {
+		defer func() {
+			if err != nil {
+				backend.Close()
+			}
+		}()
+		api = store.NewAPISource(backend, st, scheme, log)
+		if cfg.APISecretsDir != "" {
+			api.SetSecretsDir(cfg.APISecretsDir)
+		}
+		if err := api.Load(ctx); err != nil {
+			return nil, err
+		}
+	}
+	src := store.NewFileSource(cfg.Policies, scheme, log)
 	src.SetDebounce(cfg.Debounce)
+	if api != nil {
+		src.AllowEmpty()
+	}
 	if err := src.Start(st); err != nil {
 		if errors.Is(err, xds.ErrPlaintextSecrets) {
 			return nil, fmt.Errorf("policies in %s: %w", cfg.Policies, err)
@@ -321,16 +424,31 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 		xdsLis.Close()
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
-	admin := &http.Server{Handler: adminMux(st, xdsServer, metrics.Handler(), extra...), ReadHeaderTimeout: 10 * time.Second}
+	apiHandler := store.NewAPIHandler(store.APIHandlerOptions{Store: st, API: api, Scheme: scheme, Auth: auth, Log: log,
+		Conditions: func() []model.Condition { return otherConditions(xdsServer, extra) }})
+	admin := &http.Server{Handler: adminMux(st, xdsServer, src.Name(), apiHandler, metrics.Handler(), extra...), ReadHeaderTimeout: 10 * time.Second, TLSConfig: adminTLS}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return xdsServer.Serve(gctx, xdsLis) })
 	g.Go(func() error {
-		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+		serveAdmin := func() error { return admin.Serve(adminLis) }
+		if adminTLS != nil {
+			serveAdmin = func() error { return admin.ServeTLS(adminLis, "", "") }
+		}
+		if err := serveAdmin(); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
 	})
+	if api != nil {
+		g.Go(func() error {
+			err := api.Run(gctx)
+			if cerr := backend.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -346,7 +464,8 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 		})
 	}
 	log.Info("tollgate serving", "version", versionString(), "policies", cfg.Policies,
-		"xds", xdsLis.Addr().String(), "xds_mtls", xdsOpts.TLS != nil, "admin", adminLis.Addr().String(), "gateways", len(st.Config().Gateways))
+		"xds", xdsLis.Addr().String(), "xds_mtls", xdsOpts.TLS != nil, "admin", adminLis.Addr().String(), "admin_tls", adminTLS != nil,
+		"api_store", backendName, "api_writers", auth.Enabled(), "gateways", len(st.Config().Gateways))
 	return &instance{
 		XDSAddr:   xdsLis.Addr(),
 		AdminAddr: adminLis.Addr(),
@@ -368,10 +487,24 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer) error {
 	return inst.wait()
 }
 
+// otherConditions are the conditions of the parts other than the store:
+// the xDS server's (Programmed per object, NACKs, Envoy versions) and
+// extra's (tollgate's SVID).
+func otherConditions(x *xds.Server, extra []func() []model.Condition) []model.Condition {
+	out := append(x.Conditions(), x.ProgrammedConditions()...)
+	for _, f := range extra {
+		out = append(out, f()...)
+	}
+	return out
+}
+
 // adminMux serves status and metrics; extra adds conditions of other parts
 // (tollgate's own SVID).
-func adminMux(st *store.Store, x *xds.Server, metrics http.Handler, extra ...func() []model.Condition) *http.ServeMux {
+func adminMux(st *store.Store, x *xds.Server, fileSource string, api *store.APIHandler, metrics http.Handler, extra ...func() []model.Condition) *http.ServeMux {
 	mux := http.NewServeMux()
+	api.Register(mux)
+	mux.Handle("GET /explain/routes/{ns}/{name}", explainHandler(st))
+	mux.Handle("POST /diff", api.RequireOperator(diffHandler(st, fileSource)))
 	mux.Handle("GET /metrics", metrics)
 	mux.Handle("/status/", x.AdminHandler())
 	mux.HandleFunc("GET /status/policies", func(w http.ResponseWriter, _ *http.Request) {
