@@ -149,7 +149,7 @@ func (a *APISource) read(ctx context.Context) ([]model.Object, model.Violations,
 		}
 	}
 	a.rev, a.records, a.objs = snap.Revision, records, objs
-	return a.objectList(nil, nil), errs, nil
+	return a.objectList(), errs, nil
 }
 
 // decodeRecord decodes a stored object.
@@ -165,18 +165,11 @@ func (a *APISource) decodeRecord(rec Record) (model.Object, model.Violations) {
 	return o, vs
 }
 
-// objectList is the source's objects with ref set to o (or removed when o
-// is nil).
-func (a *APISource) objectList(ref *model.Ref, o model.Object) []model.Object {
-	out := make([]model.Object, 0, len(a.objs)+1)
-	for r, obj := range a.objs {
-		if ref != nil && r == *ref {
-			continue
-		}
+// objectList is the source's objects, sorted.
+func (a *APISource) objectList() []model.Object {
+	out := make([]model.Object, 0, len(a.objs))
+	for _, obj := range a.objs {
 		out = append(out, obj)
-	}
-	if o != nil {
-		out = append(out, o)
 	}
 	model.SortObjects(out)
 	return out
@@ -363,9 +356,8 @@ func (a *APISource) writeOnce(ctx context.Context, req WriteRequest, doc *parsed
 		}
 		obj.GetMeta().Generation = rec.Generation
 	}
-	objs := a.objectList(&ref, obj)
 	if req.DryRun {
-		if _, err := a.st.Preview(APISourceName, objs, nil); err != nil {
+		if _, err := a.st.PreviewUpdate(APISourceName, ref, obj); err != nil {
 			return WriteResult{}, refusal(err)
 		}
 		rec.ResourceVersion = cur.ResourceVersion
@@ -383,7 +375,7 @@ func (a *APISource) writeOnce(ctx context.Context, req WriteRequest, doc *parsed
 		committed uint64
 		commitErr error
 	)
-	_, err := a.st.ReplaceWith(APISourceName, objs, nil, func(*model.Config) error {
+	_, err := a.st.UpdateWith(APISourceName, ref, obj, func(*model.Config) error {
 		committed, commitErr = a.backend.Commit(ctx, a.rev, ch)
 		return commitErr
 	})

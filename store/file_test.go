@@ -35,7 +35,7 @@ func route(name, backend string) string {
 		"spec:\n  parentRefs: [{name: egress}]\n  rules: [{backendRefs: [{name: " + backend + "}]}]\n"
 }
 
-func write(t *testing.T, path, content string) {
+func write(t testing.TB, path, content string) {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))

@@ -166,18 +166,8 @@ func (s *Store) Replace(source string, objs []model.Object, decodeErrs model.Vio
 	return s.replace(source, objs, decodeErrs, 0, nil)
 }
 
-// ReplaceWith is Replace with a commit step: once the change is valid,
-// commit is called before Accept serves it, and an error from commit
-// refuses the change. The API source persists its write there, so that
-// nothing is served that is not durable. If Accept then refuses the
-// change, ReplaceWith returns ErrNotAccepted wrapping the reason: the
-// caller must undo what commit did.
-func (s *Store) ReplaceWith(source string, objs []model.Object, decodeErrs model.Violations, commit func(*model.Config) error) (*model.Config, error) {
-	return s.replace(source, objs, decodeErrs, 0, commit)
-}
-
-// ErrNotAccepted wraps Accept's refusal of a change that ReplaceWith had
-// already committed.
+// ErrNotAccepted wraps Accept's refusal of a change that UpdateWith had
+// already committed: the caller must undo what its commit step did.
 var ErrNotAccepted = errors.New("refused after it was committed")
 
 // Seed puts objs in the store as source's without resolving them: the API
@@ -230,19 +220,87 @@ func (s *Store) Preview(source string, objs []model.Object, decodeErrs model.Vio
 	return s.resolve(txn, decodeErrs, 0, true, nil)
 }
 
+// UpdateWith replaces source's object named ref by obj (removes it when
+// obj is nil), keeping the source's other objects, with a commit step: once
+// the change is valid, commit is called before Accept serves it, and an
+// error from commit refuses the change. The API source persists its write
+// there, so that nothing is served that is not durable. If Accept then
+// refuses the change, UpdateWith returns ErrNotAccepted wrapping the
+// reason.
+func (s *Store) UpdateWith(source string, ref model.Ref, obj model.Object, commit func(*model.Config) error) (*model.Config, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	txn := s.db.Txn(true)
+	defer txn.Abort() // no-op after Commit
+	if err := s.stageRef(txn, source, ref, obj); err != nil {
+		return nil, err
+	}
+	cfg, err := s.apply(txn, nil, 0, commit)
+	if err != nil {
+		s.lastErr = err
+		return nil, err
+	}
+	txn.Commit()
+	s.current, s.lastErr = cfg, nil
+	return cfg, nil
+}
+
+// PreviewUpdate is Preview for one object, as UpdateWith changes it.
+func (s *Store) PreviewUpdate(source string, ref model.Ref, obj model.Object) (*model.Config, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	txn := s.db.Txn(true)
+	defer txn.Abort() // never committed
+	if err := s.stageRef(txn, source, ref, obj); err != nil {
+		return nil, err
+	}
+	return s.resolve(txn, nil, 0, true, nil)
+}
+
+// stageRef replaces source's objects named ref with obj (none if nil).
+func (s *Store) stageRef(txn *memdb.Txn, source string, ref model.Ref, obj model.Object) error {
+	it, err := txn.Get(tableObjects, "ref", ref.String())
+	if err != nil {
+		return fmt.Errorf("store index: %w", err)
+	}
+	var old []*entry
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if e := raw.(*entry); e.Source == source {
+			old = append(old, e)
+		}
+	}
+	for _, e := range old {
+		if err := txn.Delete(tableObjects, e); err != nil {
+			return fmt.Errorf("store index: %w", err)
+		}
+	}
+	if obj == nil {
+		return nil
+	}
+	return s.insert(txn, source, obj)
+}
+
+// insert adds one object of source to txn.
+func (s *Store) insert(txn *memdb.Txn, source string, o model.Object) error {
+	// Keyed by where the object was read, not by its name: two objects of
+	// one name must both reach BuildConfig, which reports the duplicate,
+	// instead of one silently replacing the other here.
+	src := o.GetSource()
+	id := fmt.Sprintf("%s\x00%s\x00%09d\x00%s", source, src.File, src.Line, model.RefOf(o))
+	if err := txn.Insert(tableObjects, &entry{ID: id, Source: source, Ref: model.RefOf(o).String(), Object: o}); err != nil {
+		return fmt.Errorf("store index: %w", err)
+	}
+	return nil
+}
+
 // stage replaces source's objects with objs in txn.
 func (s *Store) stage(txn *memdb.Txn, source string, objs []model.Object) error {
 	if _, err := txn.DeleteAll(tableObjects, "source", source); err != nil {
 		return fmt.Errorf("store index: %w", err)
 	}
 	for _, o := range objs {
-		// Keyed by where the object was read, not by its name: two objects
-		// of one name must both reach BuildConfig, which reports the
-		// duplicate, instead of one silently replacing the other here.
-		src := o.GetSource()
-		id := fmt.Sprintf("%s\x00%s\x00%09d\x00%s", source, src.File, src.Line, model.RefOf(o))
-		if err := txn.Insert(tableObjects, &entry{ID: id, Source: source, Ref: model.RefOf(o).String(), Object: o}); err != nil {
-			return fmt.Errorf("store index: %w", err)
+		if err := s.insert(txn, source, o); err != nil {
+			return err
 		}
 	}
 	return nil
