@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -450,7 +451,7 @@ func TestAPIStatusOfObjects(t *testing.T) {
 	require.Equal(t, "Invalid", conds["Accepted"]["reason"])
 	require.Equal(t, "False", conds["ResolvedRefs"]["status"])
 	require.Equal(t, "InvalidReference", conds["ResolvedRefs"]["reason"])
-	require.Contains(t, conds["Accepted"]["message"], "nothing of it is served")
+	require.Contains(t, conds["Accepted"]["message"], "it is not served")
 
 	code, obj = e.do("GET", "/status/objects?namespace=team-a", "", "")
 	require.Equal(t, http.StatusOK, code)
@@ -545,4 +546,44 @@ func TestPlural(t *testing.T) {
 	} {
 		require.Equal(t, want, store.Plural(kind), kind)
 	}
+}
+
+// TestTokenFileIsFollowed grants and revokes a token by editing the token
+// file, without a restart; a broken edit keeps the tokens it held.
+func TestTokenFileIsFollowed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	file := func(entries ...store.TokenEntry) string {
+		s := "tokens:\n"
+		for _, e := range entries {
+			s += "- name: " + e.Name + "\n  sha256: " + e.SHA256 + "\n  namespaces: [\"*\"]\n"
+		}
+		return s
+	}
+	write(t, path, file(tokenEntry("first", "first-token", "*")))
+	entries, err := store.ReadTokenFile(path)
+	require.NoError(t, err)
+	auth, err := store.NewAuthenticator(entries, nil)
+	require.NoError(t, err)
+	auth.FollowTokenFile(path, nil)
+	as := func(token string) (store.Principal, error) {
+		r := httptest.NewRequest("PUT", "/", nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		return auth.Authenticate(r)
+	}
+	p, err := as("first-token")
+	require.NoError(t, err)
+	require.Equal(t, "token:first", p.Name)
+
+	write(t, path, file(tokenEntry("second", "second-token", "*")))
+	require.Eventually(t, func() bool {
+		_, err := as("second-token")
+		return err == nil
+	}, 5*time.Second, 50*time.Millisecond)
+	_, err = as("first-token")
+	require.Error(t, err, "revoked by the edit")
+
+	write(t, path, "tokens: [broken")
+	time.Sleep(1100 * time.Millisecond) // past the re-check interval
+	_, err = as("second-token")
+	require.NoError(t, err, "a broken file keeps the tokens it held")
 }

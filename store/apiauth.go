@@ -7,9 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	yaml "go.yaml.in/yaml/v3"
@@ -57,8 +61,68 @@ func (p Principal) CanWrite(ns string) bool {
 
 // Authenticator checks the credentials of API writes.
 type Authenticator struct {
+	mu         sync.Mutex
 	tokens     map[[sha256.Size]byte]TokenEntry
 	identities []IdentityGrant
+
+	// file, if set, is re-read when it changes (FollowTokenFile).
+	file    string
+	stamp   tokenFileStamp
+	checked time.Time
+	log     *slog.Logger
+}
+
+// tokenFileStamp tells a changed token file.
+type tokenFileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+// tokenRecheck bounds how often the token file's stamp is looked at.
+const tokenRecheck = time.Second
+
+// FollowTokenFile makes a re-read the token file at path (whose tokens a
+// was built with) when it changes, so that a token is granted or revoked
+// without a restart. A file that no longer parses keeps the tokens it last
+// held, and says so in the log.
+func (a *Authenticator) FollowTokenFile(path string, log *slog.Logger) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a.file, a.log, a.checked = path, log, time.Now()
+	if fi, err := os.Stat(path); err == nil {
+		a.stamp = tokenFileStamp{fi.ModTime(), fi.Size()}
+	}
+}
+
+// refresh re-reads the token file if it changed. The caller holds a.mu.
+func (a *Authenticator) refresh() {
+	if a.file == "" || time.Since(a.checked) < tokenRecheck {
+		return
+	}
+	a.checked = time.Now()
+	fi, err := os.Stat(a.file)
+	if err != nil {
+		a.log.Error("API token file unreadable; keeping the tokens it held", "file", a.file, "error", err)
+		return
+	}
+	stamp := tokenFileStamp{fi.ModTime(), fi.Size()}
+	if stamp == a.stamp {
+		return
+	}
+	a.stamp = stamp
+	entries, err := ReadTokenFile(a.file)
+	if err == nil {
+		var tokens map[[sha256.Size]byte]TokenEntry
+		if tokens, err = tokenMap(entries); err == nil {
+			a.tokens = tokens
+			a.log.Info("API token file re-read", "file", a.file, "tokens", len(tokens))
+			return
+		}
+	}
+	a.log.Error("API token file changed but is not valid; keeping the tokens it held: fix it", "file", a.file, "error", err)
 }
 
 // ParseTokenFile reads a token file's content; path only names it in
@@ -88,7 +152,21 @@ func ParseTokenFile(path string, data []byte) ([]TokenEntry, error) {
 // NewAuthenticator returns an authenticator for the tokens and the
 // certificate identities.
 func NewAuthenticator(tokens []TokenEntry, identities []IdentityGrant) (*Authenticator, error) {
-	a := &Authenticator{tokens: map[[sha256.Size]byte]TokenEntry{}}
+	m, err := tokenMap(tokens)
+	if err != nil {
+		return nil, err
+	}
+	for i, g := range identities {
+		if g.Identity == "" || len(g.Namespaces) == 0 {
+			return nil, fmt.Errorf("api-identities[%d]: identity and namespaces are required, e.g. {identity: spiffe://corp.example/ci/*, namespaces: [team-a]}", i)
+		}
+	}
+	return &Authenticator{tokens: m, identities: identities, log: slog.New(slog.DiscardHandler)}, nil
+}
+
+// tokenMap indexes tokens by their hash.
+func tokenMap(tokens []TokenEntry) (map[[sha256.Size]byte]TokenEntry, error) {
+	out := make(map[[sha256.Size]byte]TokenEntry, len(tokens))
 	for _, t := range tokens {
 		b, err := hex.DecodeString(strings.ToLower(t.SHA256))
 		if err != nil || len(b) != sha256.Size {
@@ -96,23 +174,23 @@ func NewAuthenticator(tokens []TokenEntry, identities []IdentityGrant) (*Authent
 		}
 		var k [sha256.Size]byte
 		copy(k[:], b)
-		if other, dup := a.tokens[k]; dup {
+		if other, dup := out[k]; dup {
 			return nil, fmt.Errorf("tokens %s and %s have the same hash: give each writer its own token", other.Name, t.Name)
 		}
-		a.tokens[k] = t
+		out[k] = t
 	}
-	for i, g := range identities {
-		if g.Identity == "" || len(g.Namespaces) == 0 {
-			return nil, fmt.Errorf("api-identities[%d]: identity and namespaces are required, e.g. {identity: spiffe://corp.example/ci/*, namespaces: [team-a]}", i)
-		}
-	}
-	a.identities = identities
-	return a, nil
+	return out, nil
 }
 
 // Enabled reports whether any writer is configured.
 func (a *Authenticator) Enabled() bool {
-	return a != nil && (len(a.tokens) > 0 || len(a.identities) > 0)
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.refresh()
+	return len(a.tokens) > 0 || len(a.identities) > 0 || a.file != ""
 }
 
 // errNoCredentials is returned for a request without any credential.
@@ -127,9 +205,13 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 			return Principal{}, errors.New("the Authorization header must be `Bearer <token>`")
 		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		a.mu.Lock()
+		a.refresh()
+		t, ok := a.tokens[sum]
+		a.mu.Unlock()
 		// The map lookup compares digests, which a caller cannot steer;
 		// the constant-time compare is belt and braces.
-		if t, ok := a.tokens[sum]; ok {
+		if ok {
 			want, _ := hex.DecodeString(strings.ToLower(t.SHA256))
 			if subtle.ConstantTimeCompare(want, sum[:]) == 1 {
 				return Principal{Name: "token:" + t.Name, namespaces: t.Namespaces}, nil

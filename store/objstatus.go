@@ -270,15 +270,15 @@ func conditionsOf(conds []model.Condition, violations model.Violations, gen int6
 				refs = append(refs, m)
 			}
 		}
-		tail := "; nothing of it is served: fix it and save again"
+		tail := "; it is not served: fix it (or what it refers to) and save again"
 		if served {
-			tail = "; the previous version is still served: fix it and save again"
+			tail = "; the configuration before that change is still served: fix it (or what it refers to) and save again"
 		}
 		if _, ok := picked[ConditionAccepted]; !ok {
 			types = append(types, ConditionAccepted)
 		}
 		picked[ConditionAccepted] = &model.Condition{Type: ConditionAccepted, Reason: ReasonInvalid,
-			Message: "the latest version is refused: " + strings.Join(msgs, "; ") + tail}
+			Message: "the latest change of the policies is refused because of it: " + strings.Join(msgs, "; ") + tail}
 		if len(refs) > 0 {
 			if _, ok := picked[ConditionResolvedRefs]; !ok {
 				types = append(types, ConditionResolvedRefs)
@@ -292,7 +292,7 @@ func conditionsOf(conds []model.Condition, violations model.Violations, gen int6
 		{Type: ConditionProgrammed, Reason: ReasonNotServedYet, Message: "no Envoy has been sent a configuration with it yet"},
 	}
 	if !served {
-		defaults[2].Message = "not served: its latest version is refused"
+		defaults[2].Message = "not served: the change that adds it is refused"
 	}
 	out := make([]ObjectCondition, 0, len(types)+3)
 	for _, d := range defaults {

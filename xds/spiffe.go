@@ -156,6 +156,33 @@ func (s *SPIFFETLS) Config() *tls.Config {
 	}
 }
 
+// AdminConfig is the admin server's TLS configuration with the same SVID:
+// HTTP/2 and HTTP/1.1, and client certificates verified as for xDS when
+// one is sent, but not required (reads and bearer tokens need none); the
+// API's writers are the verified SPIFFE IDs its api-identities grant.
+func (s *SPIFFETLS) AdminConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := s.configForClient(h)
+			if err != nil {
+				return nil, err
+			}
+			c.NextProtos, c.ClientAuth = []string{"h2", "http/1.1"}, tls.VerifyClientCertIfGiven
+			verify := c.VerifyPeerCertificate
+			c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+				if len(raw) == 0 {
+					return nil
+				}
+				return verify(raw, chains)
+			}
+			return c, nil
+		},
+	}
+}
+
 // configForClient builds one handshake's configuration. Go verifies the
 // client chain against the pool of every accepted trust domain's bundle
 // (so the verified chains that authorization reads are set), and

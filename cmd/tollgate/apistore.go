@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/tollgate-dev/tollgate/store"
+	"github.com/tollgate-dev/tollgate/xds"
 )
 
 // openBackend opens the API store the configuration names: bbolt in
@@ -38,10 +39,10 @@ func (cfg serveConfig) authenticator() (*store.Authenticator, error) {
 			return nil, err
 		}
 	}
-	if len(cfg.APIIdentities) > 0 && cfg.AdminClientCA == "" {
-		return nil, errors.New("api-identities grants client certificates, but the admin server verifies none: set --admin-tls-cert, --admin-tls-key and --admin-client-ca")
+	if len(cfg.APIIdentities) > 0 && cfg.AdminClientCA == "" && !cfg.AdminSPIFFE {
+		return nil, errors.New("api-identities grants client certificates, but the admin server verifies none: set --admin-tls-cert, --admin-tls-key and --admin-client-ca, or --admin-spiffe with --spiffe-socket")
 	}
-	if len(tokens) > 0 && cfg.AdminTLSCert == "" {
+	if len(tokens) > 0 && cfg.AdminTLSCert == "" && !cfg.AdminSPIFFE {
 		if err := loopback(cfg.AdminAddr); err != nil {
 			return nil, fmt.Errorf("--api-tokens with a plaintext admin server on %s would send bearer tokens in clear over the network: serve the admin API over HTTPS (--admin-tls-cert, --admin-tls-key) or bind --admin-addr to 127.0.0.1", cfg.AdminAddr)
 		}
@@ -64,10 +65,20 @@ func loopback(addr string) error {
 	return fmt.Errorf("%s is not a loopback address", addr)
 }
 
-// adminTLS is the admin server's TLS configuration, or nil for plaintext.
-// Client certificates are verified when sent, not required: bearer tokens
-// and reads need none.
-func (cfg serveConfig) adminTLS() (*tls.Config, error) {
+// adminTLS is the admin server's TLS configuration, or nil for plaintext:
+// from files, or tollgate's SVID (svid, from --spiffe-socket) with
+// --admin-spiffe. Client certificates are verified when sent, not
+// required: bearer tokens and reads need none.
+func (cfg serveConfig) adminTLS(svid *xds.SPIFFETLS) (*tls.Config, error) {
+	if cfg.AdminSPIFFE {
+		switch {
+		case svid == nil:
+			return nil, errors.New("--admin-spiffe needs --spiffe-socket: the admin server's certificate is tollgate's SVID")
+		case cfg.AdminTLSCert != "" || cfg.AdminTLSKey != "" || cfg.AdminClientCA != "":
+			return nil, errors.New("--admin-spiffe and --admin-tls-cert/--admin-tls-key/--admin-client-ca are mutually exclusive: with --admin-spiffe the certificate and the client trust bundles come from the Workload API")
+		}
+		return svid.AdminConfig(), nil
+	}
 	if cfg.AdminTLSCert == "" && cfg.AdminTLSKey == "" {
 		if cfg.AdminClientCA != "" {
 			return nil, errors.New("--admin-client-ca needs --admin-tls-cert and --admin-tls-key: client certificates come with HTTPS")

@@ -73,6 +73,9 @@ type serveConfig struct {
 	AdminTLSCert  string
 	AdminTLSKey   string
 	AdminClientCA string
+	// AdminSPIFFE serves the admin API over HTTPS with tollgate's SVID
+	// (from SPIFFESocket), verifying client SVIDs when sent.
+	AdminSPIFFE bool
 }
 
 func newServeCmd() *cobra.Command { return newServeCmdWith(viper.New()) }
@@ -116,6 +119,7 @@ func newServeCmdWith(v *viper.Viper) *cobra.Command {
 	f.String("api-secrets-dir", "", "directory whose NAMESPACE/ folders hold the files (keys, certificates) that objects written through the API may name; without it they may name no file and no environment variable")
 	f.String("admin-tls-cert", "", "serve the admin API over HTTPS with this certificate (PEM)")
 	f.String("admin-tls-key", "", "private key of --admin-tls-cert (PEM)")
+	f.Bool("admin-spiffe", false, "with --spiffe-socket: serve the admin API over HTTPS with tollgate's SVID, and verify client SVIDs (for api-identities) against the Workload API's trust bundles")
 	f.String("admin-client-ca", "", "CA bundle (PEM) that admin API client certificates must chain to (for api-identities)")
 	v.SetEnvPrefix("TOLLGATE")
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
@@ -157,6 +161,7 @@ func loadServeConfig(v *viper.Viper) (serveConfig, error) {
 		AdminTLSCert:  v.GetString("admin-tls-cert"),
 		AdminTLSKey:   v.GetString("admin-tls-key"),
 		AdminClientCA: v.GetString("admin-client-ca"),
+		AdminSPIFFE:   v.GetBool("admin-spiffe"),
 	}
 	if cfg.Policies == "" {
 		return cfg, errors.New("--policies is required (or TOLLGATE_POLICIES, or policies: in --config): the directory of policy YAML files")
@@ -373,7 +378,10 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 	if err != nil {
 		return nil, err
 	}
-	adminTLS, err := cfg.adminTLS()
+	if cfg.APITokens != "" {
+		auth.FollowTokenFile(cfg.APITokens, log)
+	}
+	adminTLS, err := cfg.adminTLS(spiffeID)
 	if err != nil {
 		return nil, err
 	}
@@ -426,7 +434,10 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 	}
 	apiHandler := store.NewAPIHandler(store.APIHandlerOptions{Store: st, API: api, Scheme: scheme, Auth: auth, Log: log,
 		Conditions: func() []model.Condition { return otherConditions(xdsServer, extra) }})
-	admin := &http.Server{Handler: adminMux(st, xdsServer, src.Name(), apiHandler, metrics.Handler(), extra...), ReadHeaderTimeout: 10 * time.Second, TLSConfig: adminTLS}
+	admin := &http.Server{Handler: adminMux(st, xdsServer, src.Name(), apiHandler, metrics.Handler(), extra...), ReadHeaderTimeout: 10 * time.Second, TLSConfig: adminTLS,
+		// Failed handshakes (scanners, clients of another CA) are not
+		// tollgate's errors: debug lines, not stray stderr.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return xdsServer.Serve(gctx, xdsLis) })
