@@ -401,6 +401,14 @@ func (s *Store) resolve(txn *memdb.Txn, decodeErrs model.Violations, decoded tim
 	}
 	took = time.Since(start)
 	if commit != nil {
+		// What is committed must be servable: Check first (translation,
+		// Envoy's constraints), so that only the publication is left
+		// after the commit.
+		if s.opts.Check != nil {
+			if err := s.opts.Check(cfg); err != nil {
+				return nil, err
+			}
+		}
 		if err := commit(cfg); err != nil {
 			return nil, err
 		}

@@ -83,6 +83,10 @@ type Server struct {
 
 	publishMu sync.Mutex
 	validated map[digest]bool // digests that passed ValidateDeep last time; under publishMu
+	// checkedCfg and checkedOut are the last Check's input and output,
+	// for the Apply that follows it; under publishMu.
+	checkedCfg *model.Config
+	checkedOut *translate.Output
 	mu        sync.RWMutex
 	gateways  map[string]bool // keys with a snapshot from the current config
 	served    map[string]bool // every key ever given a snapshot
@@ -136,9 +140,7 @@ func NewServer(ctx context.Context, opts Options) *Server {
 // and publishes one snapshot per gateway. On error nothing is published and
 // the previous configuration keeps being served.
 func (s *Server) Apply(cfg *model.Config) error {
-	start := time.Now()
-	out, err := translate.Translate(cfg)
-	s.metrics.translation.Observe(time.Since(start).Seconds())
+	out, err := s.translated(cfg)
 	if err != nil {
 		s.metrics.RefusedChange(RefusedInvalidPolicy)
 		return fmt.Errorf("translate: %w", err)
@@ -164,7 +166,12 @@ func (s *Server) Apply(cfg *model.Config) error {
 
 // Check translates cfg and checks the result as Apply would, without
 // publishing anything: dry runs and diffs get the refusals a real change
-// would.
+// would, and a write through the API is checked before it is committed, so
+// that what is stored is what can be served (a crash between the commit
+// and the publication then leaves a configuration tollgate starts with).
+// The resources that pass are remembered as validated, and the output is
+// kept for the Apply of the same cfg that normally follows, so that a
+// checked write is not translated and validated twice.
 func (s *Server) Check(cfg *model.Config) error {
 	out, err := translate.Translate(cfg)
 	if err != nil {
@@ -173,10 +180,37 @@ func (s *Server) Check(cfg *model.Config) error {
 	if err := s.checkPlaintextSecrets(out); err != nil {
 		return err
 	}
-	if err := out.Validate(); err != nil {
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	_, passed, err := s.validate(out)
+	if err != nil {
 		return translate.Locate(cfg, &errEnvoyWouldRefuse{fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)})
 	}
+	if s.validated == nil {
+		s.validated = map[digest]bool{}
+	}
+	for d := range passed {
+		s.validated[d] = true
+	}
+	s.checkedCfg, s.checkedOut = cfg, out
 	return nil
+}
+
+// translated is the translation of cfg: the one Check kept for it, or a
+// new one.
+func (s *Server) translated(cfg *model.Config) (*translate.Output, error) {
+	s.publishMu.Lock()
+	out := s.checkedOut
+	hit := s.checkedCfg == cfg
+	s.checkedCfg, s.checkedOut = nil, nil
+	s.publishMu.Unlock()
+	if hit {
+		return out, nil
+	}
+	start := time.Now()
+	out, err := translate.Translate(cfg)
+	s.metrics.translation.Observe(time.Since(start).Seconds())
+	return out, err
 }
 
 // Publish serves out. A gateway that disappeared from the policies gets an
