@@ -87,9 +87,9 @@ type Server struct {
 	// for the Apply that follows it; under publishMu.
 	checkedCfg *model.Config
 	checkedOut *translate.Output
-	mu        sync.RWMutex
-	gateways  map[string]bool // keys with a snapshot from the current config
-	served    map[string]bool // every key ever given a snapshot
+	mu         sync.RWMutex
+	gateways   map[string]bool // keys with a snapshot from the current config
+	served     map[string]bool // every key ever given a snapshot
 	// requirements of each current gateway's configuration, and the
 	// Gateway object of each key (for conditions); under mu.
 	requirements   map[string][]translate.Requirement
