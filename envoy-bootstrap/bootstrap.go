@@ -39,7 +39,9 @@ type Options struct {
 	Gateway string
 	// NodeID identifies this Envoy; unique per Envoy.
 	NodeID string
-	// XDSAddr is tollgate's xDS address, host:port.
+	// XDSAddr is tollgate's xDS address, host:port, or the addresses of
+	// several replicas separated by commas: the Envoy opens its ADS stream
+	// to one of them, and to another when that one goes away.
 	XDSAddr string
 	// AdminPort is Envoy's admin port on 127.0.0.1.
 	AdminPort uint32
@@ -78,11 +80,17 @@ type Options struct {
 // default_bundle_name ("ROOTCA"), which names its own trust domain only.
 func SPIFFEBundleName(td spiffeid.TrustDomain) string { return td.IDString() }
 
+// xdsEndpoint is one tollgate replica's xDS address.
+type xdsEndpoint struct {
+	Host string
+	Port uint32
+}
+
 type values struct {
 	Options
-	XDSHost     string
-	XDSPort     uint32
-	XDSHostIsIP bool
+	XDSEndpoints []xdsEndpoint
+	XDSHost      string // the first endpoint's
+	XDSHostIsIP  bool   // every endpoint is an IP address
 	// TLS is set when the xDS connection uses mutual TLS.
 	TLS bool
 	// SNI is the server name sent, empty for an IP address.
@@ -104,18 +112,29 @@ func Render(o Options) ([]byte, error) {
 	if o.NodeID == "" {
 		return nil, fmt.Errorf("--node-id is required: a unique name for this Envoy, e.g. its hostname")
 	}
-	host, portStr, err := net.SplitHostPort(o.XDSAddr)
-	if err != nil {
-		return nil, fmt.Errorf("--xds-addr %q: want host:port: %w", o.XDSAddr, err)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || port == 0 {
-		return nil, fmt.Errorf("--xds-addr %q: port must be 1-65535", o.XDSAddr)
-	}
 	if o.AdminPort == 0 {
 		o.AdminPort = 9901
 	}
-	v := values{Options: o, XDSHost: host, XDSPort: uint32(port), XDSHostIsIP: net.ParseIP(host) != nil}
+	v := values{Options: o, XDSHostIsIP: true}
+	hosts := map[string]bool{}
+	for _, addr := range strings.Split(o.XDSAddr, ",") {
+		addr = strings.TrimSpace(addr)
+		host, portStr, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("--xds-addr %q: want host:port (or several, separated by commas): %w", addr, err)
+		}
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil || port == 0 {
+			return nil, fmt.Errorf("--xds-addr %q: port must be 1-65535", addr)
+		}
+		v.XDSEndpoints = append(v.XDSEndpoints, xdsEndpoint{Host: host, Port: uint32(port)})
+		v.XDSHostIsIP = v.XDSHostIsIP && net.ParseIP(host) != nil
+		hosts[host] = true
+	}
+	v.XDSHost = v.XDSEndpoints[0].Host
+	if len(hosts) > 1 && o.XDSServerName == "" && (o.XDSCAFile != "" || o.XDSCertFile != "" || o.XDSKeyFile != "") {
+		return nil, fmt.Errorf("--xds-addr names several hosts, and the Envoy verifies one name on every replica's certificate: give it with --xds-server-name (a DNS name all replicas' certificates carry)")
+	}
 	if err := v.spiffe(); err != nil {
 		return nil, err
 	}

@@ -206,3 +206,32 @@ func TestRenderSPIFFEErrors(t *testing.T) {
 		require.Contains(t, err.Error(), tc.want)
 	}
 }
+
+// TestRenderReplicas lists several tollgate replicas in the xDS cluster:
+// the Envoy's ADS stream goes to one of them, and to another when it goes
+// away (replicas serve identical versions for identical content).
+func TestRenderReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		addr, wantType string
+		hosts          []string
+	}{
+		{"10.0.0.1:18000,10.0.0.2:18000", "STATIC", []string{"10.0.0.1", "10.0.0.2"}},
+		{"tollgate-1.internal:18000, 10.0.0.2:18000", "STRICT_DNS", []string{"tollgate-1.internal", "10.0.0.2"}},
+	} {
+		data, err := bootstrap.Render(bootstrap.Options{Gateway: "egress", NodeID: "vm-1", XDSAddr: tc.addr})
+		require.NoError(t, err)
+		xds := parse(t, data).GetStaticResources().GetClusters()[0]
+		require.Equal(t, tc.wantType, xds.GetType().String())
+		var hosts []string
+		for _, e := range xds.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints() {
+			hosts = append(hosts, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+		}
+		require.Equal(t, tc.hosts, hosts)
+	}
+	_, err := bootstrap.Render(bootstrap.Options{Gateway: "egress", NodeID: "vm-1", XDSAddr: "a.internal:18000,b.internal:18000",
+		XDSCAFile: "/ca", XDSCertFile: "/c", XDSKeyFile: "/k"})
+	require.ErrorContains(t, err, "--xds-server-name")
+	_, err = bootstrap.Render(bootstrap.Options{Gateway: "egress", NodeID: "vm-1", XDSAddr: "a.internal:18000,b.internal:18000",
+		XDSCAFile: "/ca", XDSCertFile: "/c", XDSKeyFile: "/k", XDSServerName: "tollgate.internal"})
+	require.NoError(t, err)
+}

@@ -32,19 +32,20 @@ const maxNamedNodes = 5
 // resources it produced and the short types of those resources.
 type objectTypes map[string]map[string]map[string]bool
 
-// usage computes objectTypes for the configuration last served, once per
-// configuration. The caller holds s.mu for reading.
-func (s *Server) usage() objectTypes {
+// usage computes objectTypes for cfg, whose resources are named by names,
+// once per configuration. It runs without s.mu, so that a large
+// configuration's status never holds up a publication.
+func (s *Server) usage(cfg *model.Config, names map[string]map[string][]string) objectTypes {
 	s.usageMu.Lock()
 	defer s.usageMu.Unlock()
-	if s.usageCfg == s.cfg && s.usageOf != nil {
+	if s.usageCfg == cfg && s.usageOf != nil {
 		return s.usageOf
 	}
 	out := objectTypes{}
-	for gw, byType := range s.names {
+	for gw, byType := range names {
 		for typ, names := range byType {
 			for _, name := range names {
-				for _, ref := range translate.Origin(s.cfg, gw, "", name) {
+				for _, ref := range translate.Origin(cfg, gw, "", name) {
 					o := ref.String()
 					if out[o] == nil {
 						out[o] = map[string]map[string]bool{}
@@ -57,7 +58,7 @@ func (s *Server) usage() objectTypes {
 			}
 		}
 	}
-	s.usageCfg, s.usageOf = s.cfg, out
+	s.usageCfg, s.usageOf = cfg, out
 	return out
 }
 
@@ -66,17 +67,16 @@ func (s *Server) usage() objectTypes {
 func (s *Server) ProgrammedConditions() []model.Condition {
 	nodes := s.tracker.snapshot().Nodes
 	s.mu.RLock()
-	cfg := s.cfg
-	if cfg == nil {
-		s.mu.RUnlock()
-		return nil
-	}
-	use := s.usage()
+	cfg, names := s.cfg, s.names
 	gatewayRefs := make(map[string]string, len(s.gatewayObjects))
 	for k, v := range s.gatewayObjects {
 		gatewayRefs[k] = v
 	}
 	s.mu.RUnlock()
+	if cfg == nil {
+		return nil
+	}
+	use := s.usage(cfg, names)
 
 	byGateway := map[string][]NodeStatus{}
 	for _, n := range nodes {

@@ -24,7 +24,7 @@ func newBootstrapCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.Gateway, "gateway", "", "gateway this Envoy serves (its node.cluster)")
 	f.StringVar(&o.NodeID, "node-id", "", "unique ID of this Envoy, e.g. the VM's hostname")
-	f.StringVar(&o.XDSAddr, "xds-addr", "127.0.0.1:18000", "tollgate's xDS address")
+	f.StringVar(&o.XDSAddr, "xds-addr", "127.0.0.1:18000", "tollgate's xDS address, or the addresses of several replicas separated by commas")
 	f.Uint32Var(&o.AdminPort, "admin-port", 9901, "Envoy admin port, bound to 127.0.0.1")
 	f.BoolVar(&o.Delta, "delta", false, "use incremental (Delta) xDS")
 	f.StringVar(&o.XDSCAFile, "xds-ca-file", "", "path on the Envoy host of the CA bundle tollgate's certificate must chain to; with --xds-cert-file and --xds-key-file, xDS uses mutual TLS")
