@@ -1492,28 +1492,7 @@ func crashSyncBeforeAck(t *testing.T, bin, policies, tokens string) {
 	// Attach to every thread of the running process (so that the tracer
 	// never outlives it, tollgate is the one killed at the end).
 	tracePath := filepath.Join(dir, "trace.txt")
-	tracerOut := &crashLog{}
-	tracer := exec.Command(strace, "-f", "-yy", "-s", "40", "-e", "trace=pwrite64,pwritev,write,fdatasync,fsync", "-o", tracePath, "-p", strconv.Itoa(srv.Process.Pid))
-	tracer.Stderr = tracerOut
-	require.NoError(t, tracer.Start())
-	traced := make(chan struct{})
-	go func() {
-		_ = tracer.Wait()
-		close(traced)
-	}()
-	t.Cleanup(func() {
-		_ = tracer.Process.Kill()
-		<-traced
-	})
-	for !strings.Contains(tracerOut.String(), "attached") {
-		select {
-		case <-traced:
-			t.Skipf("strace cannot attach to tollgate (ptrace not permitted here?): %s", tracerOut.String())
-		case <-ctx.Done():
-			t.Fatalf("strace did not attach: %s", tracerOut.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	traced := crashTrace(t, ctx, strace, srv.Process.Pid, tracePath, "-yy", "-s", "40", "-e", "trace=pwrite64,pwritev,write,fdatasync,fsync")
 
 	// Sequential writes: new objects, new versions, and unchanged content
 	// (answered without a commit).
@@ -1564,7 +1543,9 @@ func crashSyncBeforeAck(t *testing.T, bin, policies, tokens string) {
 		problems                []string
 	)
 	for _, line := range strings.Split(string(data), "\n") {
+		// strace pads the thread id to a fixed width: "5940  write(...".
 		tid, rest, _ := strings.Cut(line, " ")
+		rest = strings.TrimLeft(rest, " ")
 		call := ""
 		switch {
 		case strings.Contains(rest, db+">") && strings.HasSuffix(rest, "<unfinished ...>"):
@@ -1690,28 +1671,7 @@ func TestCrashRefusedWriteWindow(t *testing.T) {
 	pid := srv.cmd.Process.Pid
 	srv.mu.Unlock()
 	tracePath := filepath.Join(tmp, "trace.txt")
-	tracerOut := &crashLog{}
-	tracer := exec.Command(strace, "-f", "-p", strconv.Itoa(pid), "-e", "trace=fdatasync", "-e", "inject=fdatasync:delay_enter=500000", "-o", tracePath)
-	tracer.Stderr = tracerOut
-	require.NoError(t, tracer.Start())
-	traced := make(chan struct{})
-	go func() {
-		_ = tracer.Wait()
-		close(traced)
-	}()
-	t.Cleanup(func() {
-		_ = tracer.Process.Kill()
-		<-traced
-	})
-	for !strings.Contains(tracerOut.String(), "attached") {
-		select {
-		case <-traced:
-			t.Skipf("strace cannot attach to tollgate: %s", tracerOut.String())
-		case <-ctx.Done():
-			t.Fatalf("strace did not attach: %s", tracerOut.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	traced := crashTrace(t, ctx, strace, pid, tracePath, "-e", "trace=fdatasync", "-e", "inject=fdatasync:delay_enter=500000")
 
 	// An API credential for the file backend: valid, but plaintext xDS
 	// refuses to serve its secret.
@@ -1759,4 +1719,35 @@ func TestCrashRefusedWriteWindow(t *testing.T) {
 	require.NoError(t, err, "tollgate does not start after a kill between the commit of a refused write and its revert:\n%s", srv.logs.tail(5))
 	code, err := crashRequest(ctx, client, http.MethodGet, srv.admin+crashAPIPrefix+"/namespaces/"+crashNamespace+"/credentialinjectors/crash", nil, nil)
 	require.Equal(t, http.StatusNotFound, code, "the refused write is stored: %v", err)
+}
+
+// crashTrace attaches strace (with args) to every thread of pid, writing
+// to tracePath, and waits until it is attached; the test is skipped where
+// ptrace is not permitted. The returned channel is closed when strace
+// exits (the traced process ended, or the test's cleanup killed it).
+func crashTrace(t *testing.T, ctx context.Context, strace string, pid int, tracePath string, args ...string) <-chan struct{} {
+	t.Helper()
+	tracerOut := &crashLog{}
+	tracer := exec.Command(strace, append(append([]string{"-f"}, args...), "-o", tracePath, "-p", strconv.Itoa(pid))...)
+	tracer.Stderr = tracerOut
+	require.NoError(t, tracer.Start())
+	traced := make(chan struct{})
+	go func() {
+		_ = tracer.Wait()
+		close(traced)
+	}()
+	t.Cleanup(func() {
+		_ = tracer.Process.Kill()
+		<-traced
+	})
+	for !strings.Contains(tracerOut.String(), "attached") {
+		select {
+		case <-traced:
+			t.Skipf("strace cannot attach to tollgate (ptrace not permitted here?): %s", tracerOut.String())
+		case <-ctx.Done():
+			t.Fatalf("strace did not attach: %s", tracerOut.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return traced
 }

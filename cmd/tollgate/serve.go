@@ -180,49 +180,40 @@ func loadServeConfig(v *viper.Viper) (serveConfig, error) {
 // loadAPIIdentities reads api-identities, a list of {identity,
 // namespaces}: from the config file, or TOLLGATE_API_IDENTITIES as JSON.
 func loadAPIIdentities(v *viper.Viper) ([]store.IdentityGrant, error) {
-	const key = "api-identities"
-	var ids []store.IdentityGrant
-	switch raw := v.Get(key).(type) {
-	case nil:
-		return nil, nil
-	case string:
-		dec := json.NewDecoder(strings.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&ids); err != nil {
-			return nil, fmt.Errorf("TOLLGATE_API_IDENTITIES: want a JSON list like [{\"identity\": \"spiffe://corp.example/ci\", \"namespaces\": [\"team-a\"]}]: %w", err)
-		}
-	default:
-		err := v.UnmarshalKey(key, &ids, func(c *mapstructure.DecoderConfig) { c.ErrorUnused = true })
-		if err != nil {
-			return nil, fmt.Errorf("%s in the config file: want a list of {identity: ..., namespaces: [...]}: %w", key, err)
-		}
-	}
-	return ids, nil
+	return loadList[store.IdentityGrant](v, "api-identities",
+		`[{"identity": "spiffe://corp.example/ci", "namespaces": ["team-a"]}]`, "{identity: ..., namespaces: [...]}")
 }
 
 // loadIdentities reads xds-identities, a list of {identity, gateways}:
-// from the config file, or from TOLLGATE_XDS_IDENTITIES as JSON. Unknown
-// keys are errors, as a misspelt "gateway:" would otherwise grant nothing
-// silently.
+// from the config file, or from TOLLGATE_XDS_IDENTITIES as JSON.
 func loadIdentities(v *viper.Viper) ([]xds.IdentityBinding, error) {
-	const key = "xds-identities"
-	var ids []xds.IdentityBinding
+	return loadList[xds.IdentityBinding](v, "xds-identities",
+		`[{"identity": "spiffe://corp.example/gateway/egress", "gateways": ["egress"]}]`, "{identity: ..., gateways: [...]}")
+}
+
+// loadList reads a list setting that flags cannot carry: from the config
+// file, or from its TOLLGATE_ variable as JSON (jsonExample shows the
+// shape). Unknown keys are errors, as a misspelt key would otherwise grant
+// nothing silently.
+func loadList[T any](v *viper.Viper, key, jsonExample, yamlShape string) ([]T, error) {
+	var out []T
 	switch raw := v.Get(key).(type) {
 	case nil:
 		return nil, nil
 	case string:
 		dec := json.NewDecoder(strings.NewReader(raw))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&ids); err != nil {
-			return nil, fmt.Errorf("TOLLGATE_XDS_IDENTITIES: want a JSON list like [{\"identity\": \"spiffe://corp.example/gateway/egress\", \"gateways\": [\"egress\"]}]: %w", err)
+		if err := dec.Decode(&out); err != nil {
+			env := "TOLLGATE_" + strings.ToUpper(strings.ReplaceAll(key, "-", "_"))
+			return nil, fmt.Errorf("%s: want a JSON list like %s: %w", env, jsonExample, err)
 		}
 	default:
-		err := v.UnmarshalKey(key, &ids, func(c *mapstructure.DecoderConfig) { c.ErrorUnused = true })
+		err := v.UnmarshalKey(key, &out, func(c *mapstructure.DecoderConfig) { c.ErrorUnused = true })
 		if err != nil {
-			return nil, fmt.Errorf("%s in the config file: want a list of {identity: ..., gateways: [...]}: %w", key, err)
+			return nil, fmt.Errorf("%s in the config file: want a list of %s: %w", key, yamlShape, err)
 		}
 	}
-	return ids, nil
+	return out, nil
 }
 
 // spiffeTimeout bounds the wait for tollgate's first SVID at start.
