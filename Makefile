@@ -26,7 +26,7 @@ lint:
 
 ## bench: the benchmarks whose figures the README quotes
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./translate ./xds
+	$(GO) test -run '^$$' -bench . -benchmem ./translate ./xds ./store
 
 ## golden: regenerate translate goldens after an intended output change; review the diff
 golden:
