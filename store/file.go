@@ -14,14 +14,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
-
 	"github.com/tollgate-dev/tollgate/model"
 )
 
 // DefaultDebounce is how long a directory must be quiet before it is
-// reloaded: long enough to fold an editor's write-rename-chmod burst or a
-// `cp -r` into one change, short enough to feel immediate.
+// reloaded when a change is not known to be complete (a file still open
+// for writing, a new directory being filled, or a platform whose watcher
+// cannot tell): long enough to fold a `cp -r` into one change, short
+// enough to feel immediate. Complete saves wait DefaultSettle instead.
 const DefaultDebounce = 50 * time.Millisecond
 
 // FileSource reads policy objects from *.yaml and *.yml files under a
@@ -39,6 +39,7 @@ type FileSource struct {
 	warnings []string              // from the latest Load
 
 	materialDirs map[string]bool // only touched by Watch's goroutine
+	treeDirs     map[string]bool // the policy tree's watched directories; Watch's goroutine only
 }
 
 type cachedFile struct {
@@ -52,10 +53,11 @@ func NewFileSource(dir string, scheme *model.Scheme, log *slog.Logger) *FileSour
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &FileSource{dir: dir, scheme: scheme, log: log, debounce: DefaultDebounce, cache: map[string]cachedFile{}, materialDirs: map[string]bool{}}
+	return &FileSource{dir: dir, scheme: scheme, log: log, debounce: DefaultDebounce, cache: map[string]cachedFile{}, materialDirs: map[string]bool{}, treeDirs: map[string]bool{}}
 }
 
-// SetDebounce changes the quiet period before a reload.
+// SetDebounce changes the quiet period of changes not known to be
+// complete.
 func (f *FileSource) SetDebounce(d time.Duration) { f.debounce = d }
 
 // Name identifies the source in the store.
@@ -212,13 +214,60 @@ func (f *FileSource) Sync(st *Store) error {
 	return err
 }
 
-// Watch syncs st whenever the directory changes, until ctx ends. Bursts of
-// events are debounced; new subdirectories are watched as they appear; a
+// DefaultSettle is how long a complete save (a file closed after writing,
+// or renamed into place) waits for more events before the directory is
+// reloaded: long enough to fold a burst of complete saves (git checkout, a
+// configuration management run) into one change, short enough to add
+// nothing noticeable to a single save.
+const DefaultSettle = 3 * time.Millisecond
+
+// dirWatcher watches directories (not recursively) for changes of their
+// entries: inotify on Linux (watch_linux.go), fsnotify elsewhere.
+type dirWatcher interface {
+	Add(dir string) error
+	Events() <-chan dirEvent
+	Errors() <-chan error
+	Close() error
+}
+
+// dirEvent is one change in a watched directory.
+type dirEvent struct {
+	Name string
+	// Kind says whether the change is complete: a file closed after
+	// writing or renamed into place, a removal, an attribute change.
+	Kind eventKind
+	// Created is set when Name appeared (created or renamed into place).
+	Created bool
+	// IsDir is set when Name is a directory (where the watcher knows).
+	IsDir bool
+}
+
+type eventKind int
+
+const (
+	// eventStarted: written or created, more may follow (in-place writes
+	// until the writer closes the file; fsnotify reports everything so).
+	eventStarted eventKind = iota
+	// eventComplete: the writer is done with the file.
+	eventComplete
+	// eventGone: removed or renamed away.
+	eventGone
+)
+
+// Watch follows the directory (and the directories of the files the
+// policies read) until ctx ends, syncing st after each change. A change is
+// served as soon as it is complete: when every file written since the
+// last sync has been closed or renamed into place, the directory is
+// reloaded after DefaultSettle (a burst of saves folds into one change).
+// Otherwise (a file still open for writing, a new directory being filled,
+// or a platform whose watcher cannot tell) it waits until the directory
+// has been quiet for the debounce period, as before; that is also the
+// longest a save waits. New subdirectories are watched as they appear; a
 // change that leaves the directory invalid is logged with every violation
-// and the last good config stays in place. onSync, if set, is called after
-// every attempt with its result.
+// and the last good config stays in place. onSync, if set, is called
+// after every attempt with its result.
 func (f *FileSource) Watch(ctx context.Context, st *Store, onSync func(error)) error {
-	w, err := fsnotify.NewWatcher()
+	w, err := newDirWatcher()
 	if err != nil {
 		return fmt.Errorf("watch policy directory: %w", err)
 	}
@@ -229,33 +278,66 @@ func (f *FileSource) Watch(ctx context.Context, st *Store, onSync func(error)) e
 	// Whatever changed between the caller's initial load and the watch
 	// being in place produced no event: reload once now to catch it.
 	timer := time.NewTimer(0)
+	open := map[string]bool{} // files written and not yet closed
+	needQuiet := false        // a new directory, or a watcher error
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-w.Events:
+		case ev, ok := <-w.Events():
 			if !ok {
 				return nil
 			}
-			f.log.Debug("policy directory event", "event", ev.String())
-			if ev.Has(fsnotify.Create) {
-				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() && !strings.HasPrefix(filepath.Base(ev.Name), ".") {
-					// Files may have landed before the watch did; the
-					// reload below reads them anyway.
-					if err := f.addTree(w, ev.Name); err != nil {
-						f.log.Warn("cannot watch new directory", "dir", ev.Name, "err", err)
+			if !f.relevant(ev.Name) {
+				continue
+			}
+			f.log.Debug("policy directory event", "name", ev.Name, "kind", ev.Kind, "created", ev.Created)
+			if ev.Created {
+				if fi, err := os.Lstat(ev.Name); err == nil {
+					switch {
+					case fi.IsDir():
+						ev.Kind = eventComplete // nothing to close; a new tree directory waits for quiet below
+						// A new directory of the policy tree: files may
+						// have landed before the watch did; the reload
+						// below reads them anyway, once the directory has
+						// been quiet. (A directory next to a secret, as
+						// secret managers stage versions, is not read.)
+						if f.treeDirs[filepath.Dir(ev.Name)] && !strings.HasPrefix(filepath.Base(ev.Name), ".") {
+							if err := f.addTree(w, ev.Name); err != nil {
+								f.log.Warn("cannot watch new directory", "dir", ev.Name, "err", err)
+							}
+							needQuiet = true
+						}
+					case fi.Mode()&fs.ModeSymlink != 0:
+						ev.Kind = eventComplete // a symbolic link is whole when made
 					}
 				}
 			}
-			timer.Reset(f.debounce)
-		case err, ok := <-w.Errors:
+			switch ev.Kind {
+			case eventStarted:
+				open[ev.Name] = true
+			default:
+				delete(open, ev.Name)
+			}
+			if len(open) == 0 && !needQuiet {
+				timer.Reset(DefaultSettle)
+			} else {
+				timer.Reset(f.debounce)
+			}
+		case err, ok := <-w.Errors():
 			if !ok {
 				return nil
 			}
 			// An overflowed queue lost events: reload to be sure.
 			f.log.Warn("policy watch error; reloading", "err", err)
+			needQuiet = true
 			timer.Reset(f.debounce)
 		case <-timer.C:
+			// A file left open (its writer died, or keeps it open) must
+			// not hold every later save to the quiet period: its next
+			// write marks it again.
+			clear(open)
+			needQuiet = false
 			err := f.Sync(st)
 			f.watchMaterials(w, st)
 			f.report(err)
@@ -266,11 +348,32 @@ func (f *FileSource) Watch(ctx context.Context, st *Store, onSync func(error)) e
 	}
 }
 
+// relevant reports whether a change of name can change what the source
+// loads: a policy file or a directory of the policy tree (hidden names are
+// skipped, as Load skips them), or anything in a directory of a file the
+// policies read (secrets are often swapped by renaming a hidden directory
+// or symbolic link next to them).
+func (f *FileSource) relevant(name string) bool {
+	dir := filepath.Dir(name)
+	if f.materialDirs[dir] || f.materialDirs[name] {
+		return true
+	}
+	base := filepath.Base(name)
+	if strings.HasPrefix(base, ".") && name != f.dir {
+		return false
+	}
+	if policyFile(base) || name == f.dir {
+		return true
+	}
+	fi, err := os.Lstat(name)
+	return err != nil || fi.IsDir() // gone (it may have been a directory), or a directory
+}
+
 // watchMaterials adds a watch on the directory of every file the policies
 // read (CA bundles, keys, API key files), wherever it is: replacing such a
 // file, atomically or not, is a change like any other. Directories, not
 // files, are watched, so that rename-replacements are seen.
-func (f *FileSource) watchMaterials(w *fsnotify.Watcher, st *Store) {
+func (f *FileSource) watchMaterials(w dirWatcher, st *Store) {
 	for _, file := range st.MaterialFiles() {
 		dir := filepath.Dir(file)
 		if f.materialDirs[dir] {
@@ -309,7 +412,7 @@ func walkRoot(dir string) string {
 	return dir
 }
 
-func (f *FileSource) addTree(w *fsnotify.Watcher, root string) error {
+func (f *FileSource) addTree(w dirWatcher, root string) error {
 	root = walkRoot(root)
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -327,6 +430,7 @@ func (f *FileSource) addTree(w *fsnotify.Watcher, root string) error {
 		if err := w.Add(path); err != nil {
 			return fmt.Errorf("watch %s: %w", path, err)
 		}
+		f.treeDirs[filepath.Clean(path)] = true
 		return nil
 	})
 }

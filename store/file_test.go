@@ -51,6 +51,12 @@ type watched struct {
 
 func watch(t *testing.T, dir string) *watched {
 	t.Helper()
+	return watchWith(t, dir, 20*time.Millisecond)
+}
+
+// watchWith is watch with a debounce of its own.
+func watchWith(t *testing.T, dir string, debounce time.Duration) *watched {
+	t.Helper()
 	w := &watched{results: make(chan error, 100)}
 	st, err := store.New(store.Options{Accept: func(c *model.Config) error {
 		w.mu.Lock()
@@ -61,7 +67,7 @@ func watch(t *testing.T, dir string) *watched {
 	require.NoError(t, err)
 	w.st = st
 	src := store.NewFileSource(dir, policies.NewScheme(), nil)
-	src.SetDebounce(20 * time.Millisecond)
+	src.SetDebounce(debounce)
 	require.NoError(t, src.Sync(st), "initial load")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
