@@ -280,25 +280,55 @@ func (s *Store) stageRef(txn *memdb.Txn, source string, ref model.Ref, obj model
 	return s.insert(txn, source, obj)
 }
 
-// insert adds one object of source to txn.
-func (s *Store) insert(txn *memdb.Txn, source string, o model.Object) error {
-	// Keyed by where the object was read, not by its name: two objects of
-	// one name must both reach BuildConfig, which reports the duplicate,
-	// instead of one silently replacing the other here.
+// entryID keys an object by where it was read, not by its name: two
+// objects of one name must both reach BuildConfig, which reports the
+// duplicate, instead of one silently replacing the other here.
+func entryID(source string, o model.Object) string {
 	src := o.GetSource()
-	id := fmt.Sprintf("%s\x00%s\x00%09d\x00%s", source, src.File, src.Line, model.RefOf(o))
-	if err := txn.Insert(tableObjects, &entry{ID: id, Source: source, Ref: model.RefOf(o).String(), Object: o}); err != nil {
+	return fmt.Sprintf("%s\x00%s\x00%09d\x00%s", source, src.File, src.Line, model.RefOf(o))
+}
+
+// insert adds one object of source to txn (replacing the entry of the
+// same ID).
+func (s *Store) insert(txn *memdb.Txn, source string, o model.Object) error {
+	if err := txn.Insert(tableObjects, &entry{ID: entryID(source, o), Source: source, Ref: model.RefOf(o).String(), Object: o}); err != nil {
 		return fmt.Errorf("store index: %w", err)
 	}
 	return nil
 }
 
-// stage replaces source's objects with objs in txn.
+// stage replaces source's objects with objs in txn. Only what changed is
+// written: a file source hands back the same decoded objects for the files
+// that did not change, and rewriting tens of thousands of index entries on
+// every edit would cost more than resolving them.
 func (s *Store) stage(txn *memdb.Txn, source string, objs []model.Object) error {
-	if _, err := txn.DeleteAll(tableObjects, "source", source); err != nil {
+	it, err := txn.Get(tableObjects, "source", source)
+	if err != nil {
 		return fmt.Errorf("store index: %w", err)
 	}
+	// By object: a decoded object is read from one place, so the same
+	// object has the same entry.
+	old := map[model.Object]*entry{}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		e := raw.(*entry)
+		old[e.Object] = e
+	}
+	var added []model.Object
 	for _, o := range objs {
+		if _, ok := old[o]; ok {
+			delete(old, o)
+			continue
+		}
+		added = append(added, o)
+	}
+	// Removals first: a changed object keeps its entry's ID, and deleting
+	// after inserting would delete the new one.
+	for _, e := range old {
+		if err := txn.Delete(tableObjects, e); err != nil {
+			return fmt.Errorf("store index: %w", err)
+		}
+	}
+	for _, o := range added {
 		if err := s.insert(txn, source, o); err != nil {
 			return err
 		}

@@ -101,8 +101,7 @@ func MaxVersion(rs []Requirement) Version {
 // version-bound field (a backend's cluster, its OAuth2 token cluster, ...)
 // is covered by the one check next to where the field is set, and the model
 // to name the object that asked for it. Sorted, without duplicates.
-func requirementsOf(cfg *model.Config, g *model.GatewayConfig, gr *GatewayResources) []Requirement {
-	byCluster := clusterOwners(cfg)
+func requirementsOf(cfg *model.Config, byCluster map[string]clusterOwner, g *model.GatewayConfig, gr *GatewayResources) []Requirement {
 	seen := map[Requirement]bool{}
 	var out []Requirement
 	for _, c := range gr.Clusters {

@@ -4,6 +4,7 @@
 package translate
 
 import (
+	"reflect"
 	"sort"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -64,16 +65,55 @@ func (o *Output) Gateway(key string) *GatewayResources {
 // input the model should have rejected; the caller keeps the last good
 // output.
 func Translate(cfg *model.Config) (*Output, error) {
+	return TranslateIncremental(cfg, nil, nil)
+}
+
+// TranslateIncremental is Translate reusing, from prev (what Translate
+// made of prevCfg), the resources of every gateway whose resolved
+// configuration is the same in cfg as in prevCfg: an edit re-translates
+// only the gateways it can affect. The same means reflect.DeepEqual of the
+// two GatewayConfigs, which is cheap: the store shares the model objects
+// of unchanged files between configurations, and DeepEqual takes a pointer
+// equal to itself without looking inside. It is exact because a gateway's
+// translation reads nothing but its GatewayConfig (everything reachable
+// from it: listeners, routes, backends and their lowered settings, a
+// Parent-mode gateway's parent) and cfg.Settings, which must be equal too.
+// Requirements, which also read cfg.Backends and cfg.Objects (to name the
+// policy that asked), are computed again for every gateway. prevCfg and
+// prev may be nil.
+func TranslateIncremental(cfg, prevCfg *model.Config, prev *Output) (*Output, error) {
+	var (
+		prevGateways  map[string]*model.GatewayConfig
+		prevResources map[string]*GatewayResources
+	)
+	if prevCfg != nil && prev != nil && prevCfg.Settings == cfg.Settings {
+		prevGateways = make(map[string]*model.GatewayConfig, len(prevCfg.Gateways))
+		for _, g := range prevCfg.Gateways {
+			prevGateways[model.GatewayKey(g.Ref)] = g
+		}
+		prevResources = make(map[string]*GatewayResources, len(prev.Gateways))
+		for _, gr := range prev.Gateways {
+			prevResources[gr.Key] = gr
+		}
+	}
 	out := &Output{}
+	owners := clusterOwners(cfg)
 	for _, g := range cfg.Gateways {
-		gr, err := translateGateway(cfg, g)
-		if err != nil {
-			return nil, err
+		key := model.GatewayKey(g.Ref)
+		var gr *GatewayResources
+		if pg, pr := prevGateways[key], prevResources[key]; pg != nil && pr != nil && reflect.DeepEqual(pg, g) {
+			reused := *pr // the resources are shared, never changed; Requirements is set below
+			gr = &reused
+		} else {
+			var err error
+			if gr, err = translateGateway(cfg, g); err != nil {
+				return nil, err
+			}
+			if g.Parent == nil {
+				gr.RateLimitConfig = RateLimitConfigOf(g)
+			}
 		}
-		if g.Parent == nil {
-			gr.RateLimitConfig = RateLimitConfigOf(g)
-		}
-		gr.Requirements = requirementsOf(cfg, g, gr)
+		gr.Requirements = requirementsOf(cfg, owners, g, gr)
 		out.Gateways = append(out.Gateways, gr)
 	}
 	sort.Slice(out.Gateways, func(i, j int) bool { return out.Gateways[i].Key < out.Gateways[j].Key })

@@ -87,9 +87,16 @@ type Server struct {
 	// for the Apply that follows it; under publishMu.
 	checkedCfg *model.Config
 	checkedOut *translate.Output
-	mu         sync.RWMutex
-	gateways   map[string]bool // keys with a snapshot from the current config
-	served     map[string]bool // every key ever given a snapshot
+	// lastCfg and lastOut are the configuration last applied and its
+	// translation, whose unchanged gateways the next translation reuses;
+	// lastDigests the digests of the resources last published, by
+	// message (reused resources are the same messages). Under publishMu.
+	lastCfg     *model.Config
+	lastOut     *translate.Output
+	lastDigests map[proto.Message]digest
+	mu          sync.RWMutex
+	gateways    map[string]bool // keys with a snapshot from the current config
+	served      map[string]bool // every key ever given a snapshot
 	// requirements of each current gateway's configuration, and the
 	// Gateway object of each key (for conditions); under mu.
 	requirements   map[string][]translate.Requirement
@@ -159,6 +166,9 @@ func (s *Server) Apply(cfg *model.Config) error {
 		s.mu.Lock()
 		s.cfg = cfg
 		s.mu.Unlock()
+		s.publishMu.Lock()
+		s.lastCfg, s.lastOut = cfg, out
+		s.publishMu.Unlock()
 	}
 	// A refusal of Envoy's constraints is placed on the policies.
 	return translate.Locate(cfg, err)
@@ -173,7 +183,7 @@ func (s *Server) Apply(cfg *model.Config) error {
 // kept for the Apply of the same cfg that normally follows, so that a
 // checked write is not translated and validated twice.
 func (s *Server) Check(cfg *model.Config) error {
-	out, err := translate.Translate(cfg)
+	out, err := s.translate(cfg)
 	if err != nil {
 		return fmt.Errorf("translate: %w", err)
 	}
@@ -208,9 +218,19 @@ func (s *Server) translated(cfg *model.Config) (*translate.Output, error) {
 		return out, nil
 	}
 	start := time.Now()
-	out, err := translate.Translate(cfg)
+	out, err := s.translate(cfg)
 	s.metrics.translation.Observe(time.Since(start).Seconds())
 	return out, err
+}
+
+// translate translates cfg, reusing the resources of the gateways that
+// did not change since the configuration last applied
+// (translate.TranslateIncremental).
+func (s *Server) translate(cfg *model.Config) (*translate.Output, error) {
+	s.publishMu.Lock()
+	prevCfg, prev := s.lastCfg, s.lastOut
+	s.publishMu.Unlock()
+	return translate.TranslateIncremental(cfg, prevCfg, prev)
 }
 
 // Publish serves out. A gateway that disappeared from the policies gets an
@@ -306,7 +326,7 @@ func (s *Server) Publish(out *translate.Output) error {
 			return fmt.Errorf("gateway %s: %w", key, err)
 		}
 	}
-	s.validated = validated
+	s.validated, s.lastDigests = validated, digests
 	s.checkVersions()
 	return nil
 }
@@ -323,9 +343,12 @@ func (s *Server) validate(out *translate.Output) (map[proto.Message]digest, map[
 	var errs []error
 	for _, g := range out.Gateways {
 		for _, m := range g.All() {
-			d, err := digestOf(m)
-			if err != nil {
-				return nil, nil, err
+			d, known := s.lastDigests[m] // a resource reused from the last output
+			if !known {
+				var err error
+				if d, err = digestOf(m); err != nil {
+					return nil, nil, err
+				}
 			}
 			digests[m] = d
 			if s.validated[d] || passed[d] {

@@ -119,3 +119,46 @@ func GenerateFiles(n int) []File {
 	flush()
 	return files
 }
+
+// GenerateGateways is a policy set of gateways gateways with routes routes
+// each, as GenerateYAML generates them (each route its own hostname, two
+// rules and its own Backend), one file per gateway: gateway-NNN.yaml holds
+// Gateway gw-NNN (port 10080), its backends and its routes, all named
+// after the gateway. timeout is every first rule's request timeout, so
+// that an edit can change one gateway's file.
+func GenerateGateways(gateways, routes int, timeout string) []File {
+	files := make([]File, 0, gateways)
+	for g := range gateways {
+		files = append(files, GatewayFile(g, routes, timeout))
+	}
+	return files
+}
+
+// GatewayFile is the file of gateway g of GenerateGateways.
+func GatewayFile(g, routes int, timeout string) File {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "apiVersion: tollgate.dev/v1alpha1\nkind: Gateway\nmetadata: {name: gw-%03d}\nspec:\n  listeners:\n  - {name: http, port: 10080, protocol: HTTP}\n", g)
+	for i := range routes {
+		fmt.Fprintf(&b, `---
+apiVersion: tollgate.dev/v1alpha1
+kind: Backend
+metadata: {name: gw-%03d-backend-%d}
+spec: {provider: openai-compatible, hostname: api-%d-%d.provider.example, region: us-east-1}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: HTTPRoute
+metadata: {name: gw-%03d-route-%d}
+spec:
+  parentRefs: [{name: gw-%03d}]
+  hostnames: [svc-%d.llm.internal]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /v1/chat/completions}
+      method: POST
+    backendRefs: [{name: gw-%03d-backend-%d}]
+    timeouts: {request: %s}
+  - backendRefs: [{name: gw-%03d-backend-%d}]
+`, g, i, g, i, g, i, g, i, g, i, timeout, g, i)
+	}
+	return File{Name: fmt.Sprintf("gateway-%03d.yaml", g), Data: b.Bytes()}
+}
