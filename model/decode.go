@@ -52,6 +52,17 @@ func (s *Scheme) Kinds() []string {
 	return out
 }
 
+// New returns an empty object of kind, and whether kind is registered: for
+// tools that walk the Go types of every kind (the JSON Schema generator,
+// policies/jsonschema).
+func (s *Scheme) New(kind string) (Object, bool) {
+	newObj, ok := s.kinds[kind]
+	if !ok {
+		return nil, false
+	}
+	return newObj(), true
+}
+
 // Decoder is something a field type can implement to decode itself from a
 // YAML scalar (durations, enums with aliases and so on).
 type scalarDecoder interface {

@@ -120,12 +120,12 @@ func TestExplainRouteProvenance(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "HTTPRoute/openai", e.Route)
 	require.Equal(t, quickstart, e.File)
-	require.Equal(t, 19, e.Line)
+	require.Equal(t, 20, e.Line)
 	require.Equal(t, []string{"api.openai.com"}, e.Hostnames)
-	require.Equal(t, []ExplainedParent{{Gateway: "Gateway/egress", Listener: "http", Port: 10080, Protocol: "HTTP", Mode: "Endpoint", Field: "spec.parentRefs[0]", Line: 25}}, e.Parents)
+	require.Equal(t, []ExplainedParent{{Gateway: "Gateway/egress", Listener: "http", Port: 10080, Protocol: "HTTP", Mode: "Endpoint", Field: "spec.parentRefs[0]", Line: 26}}, e.Parents)
 	require.Len(t, e.Rules, 1)
 	require.Equal(t, ExplainedBackend{Backend: "Backend/openai", Weight: 1, Role: "primary", Address: "api.openai.com:443", Schema: "openai",
-		Field: "spec.rules[0].backendRefs[0]", Line: 30}, e.Rules[0].Backends[0])
+		Field: "spec.rules[0].backendRefs[0]", Line: 31}, e.Rules[0].Backends[0])
 
 	// The route's retries win over the gateway's; the gateway's base
 	// interval stays; the rest are defaults.
@@ -156,7 +156,7 @@ func TestExplainRouteProvenance(t *testing.T) {
 	require.Equal(t, "us", region.Value)
 	require.Equal(t, "Backend/openai", region.From)
 	require.Equal(t, "spec.region", region.Field)
-	require.Equal(t, 17, region.Line)
+	require.Equal(t, 18, region.Line)
 	host := findExplained(t, e.Settings, "backend Backend/openai", "hostname")
 	require.Equal(t, "spec.provider", host.Field)
 	require.Equal(t, FromDefault, findExplained(t, e.Settings, "backend Backend/openai", "port").From)

@@ -41,9 +41,17 @@ func (d *Duration) DecodeScalar(s string) error {
 	return nil
 }
 
+// Patterns of names, exported for the JSON Schema (policies/jsonschema):
+// ObjectNamePattern is metadata.name's, DNSLabelPattern that of namespaces,
+// listener and rule names and regions.
+const (
+	DNSLabelPattern   = `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	ObjectNamePattern = `^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+)
+
 var (
-	dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	objectName   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	dns1123Label = regexp.MustCompile(DNSLabelPattern)
+	objectName   = regexp.MustCompile(ObjectNamePattern)
 	hostnameRE   = regexp.MustCompile(`^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 	headerNameRE = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+\-.^_|~` + "`" + `]+$`)
 )
