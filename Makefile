@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 POLICIES    ?= examples/quickstart
 
-.PHONY: run test test-short lint bench golden build clean spire ratelimit
+.PHONY: run test test-short lint bench golden build clean spire ratelimit dist dist-check
 
 ## run: serve examples/quickstart (xDS on 127.0.0.1:18000, admin on 127.0.0.1:19000)
 run:
@@ -61,6 +61,67 @@ $(RATELIMIT_STAMP): FORCE
 	@[ "$$(cat $@ 2>/dev/null)" = "$(RATELIMIT_VERSION)" ] || echo "$(RATELIMIT_VERSION)" > $@
 
 FORCE:
+
+## dist: release artefacts in dist/ for each of DIST_ARCHES: a static binary, a tarball
+## (binary, systemd units, default config, README), a .deb and an .rpm (nfpm, deploy/nfpm.yaml,
+## out of tollgate's go.mod), and SHA256SUMS. Stamped with VERSION, COMMIT and DATE;
+## SOURCE_DATE_EPOCH (default: the last commit's time) dates every file, so that the same
+## commit gives the same bytes.
+NFPM        ?= github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+DIST        ?= dist
+DIST_ARCHES ?= amd64 arm64
+MAINTAINER  ?= tollgate developers <https://github.com/tollgate-dev/tollgate/issues>
+# Each computed once, when first used (not at all by the other targets).
+VERSION           ?= $(eval VERSION := $$(shell git describe --tags --always --dirty 2>/dev/null || echo dev))$(VERSION)
+COMMIT            ?= $(eval COMMIT := $$(shell git rev-parse HEAD 2>/dev/null))$(COMMIT)
+SOURCE_DATE_EPOCH ?= $(eval SOURCE_DATE_EPOCH := $$(shell git log -1 --format=%ct 2>/dev/null || date +%s))$(SOURCE_DATE_EPOCH)
+DATE              ?= $(eval DATE := $$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ))$(DATE)
+PKG_VERSION       ?= $(eval PKG_VERSION := $$(shell sh deploy/pkgversion.sh '$(VERSION)' '$(SOURCE_DATE_EPOCH)'))$(PKG_VERSION)
+LDFLAGS      = -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+STAMP        = VERSION='$(VERSION)' COMMIT='$(COMMIT)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' DATE='$(DATE)' PKG_VERSION='$(PKG_VERSION)'
+
+dist:
+	rm -rf $(DIST)
+	@set -e; for arch in $(DIST_ARCHES); do \
+	  $(MAKE) --no-print-directory dist-binary dist-tarball dist-packages ARCH=$$arch $(STAMP); \
+	done
+	cd $(DIST) && sha256sum *.tar.gz *.deb *.rpm > SHA256SUMS
+	@ls -l $(DIST)
+
+## dist-check: the amd64 binary and .deb of dist only, then deploy/'s tests against them
+## (package contents, owners, modes, conffile, maintainer scripts, version stamp, units)
+dist-check:
+	rm -rf $(DIST)
+	$(MAKE) --no-print-directory dist-binary dist-packages ARCH=amd64 PACKAGERS=deb $(STAMP)
+	TOLLGATE_DIST_BIN=$(CURDIR)/$(DIST)/linux-amd64/tollgate TOLLGATE_DIST_DEB="$$(ls $(CURDIR)/$(DIST)/tollgate_*_amd64.deb)" \
+	  TOLLGATE_DIST_VERSION='$(VERSION)' TOLLGATE_DIST_COMMIT='$(COMMIT)' TOLLGATE_DIST_DATE='$(DATE)' TOLLGATE_REQUIRE_INTEGRATION=1 \
+	  $(GO) test -count=1 ./deploy/...
+
+# The steps of dist for one ARCH, run by dist and dist-check.
+ARCH      ?= amd64
+PACKAGERS ?= deb rpm
+DIST_NAME  = tollgate_$(PKG_VERSION)_linux_$(ARCH)
+.PHONY: dist-binary dist-tarball dist-packages
+dist-binary:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(DIST)/linux-$(ARCH)/tollgate ./cmd/tollgate
+
+dist-tarball:
+	rm -rf $(DIST)/$(DIST_NAME) && mkdir -p $(DIST)/$(DIST_NAME)/systemd
+	install -m 0755 $(DIST)/linux-$(ARCH)/tollgate $(DIST)/$(DIST_NAME)/tollgate
+	install -m 0644 deploy/systemd/tollgate.service deploy/systemd/envoy@.service $(DIST)/$(DIST_NAME)/systemd/
+	install -m 0644 deploy/config.yaml deploy/envoy.env.example deploy/README.md $(DIST)/$(DIST_NAME)/
+	@if [ -f LICENSE ]; then install -m 0644 LICENSE $(DIST)/$(DIST_NAME)/; fi
+	tar -C $(DIST) --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+	  -cf - $(DIST_NAME) | gzip -9n > $(DIST)/$(DIST_NAME).tar.gz
+	rm -rf $(DIST)/$(DIST_NAME)
+
+dist-packages:
+	@set -e; for p in $(PACKAGERS); do \
+	  echo "nfpm: $$p $(PKG_VERSION) $(ARCH)"; \
+	  SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' TOLLGATE_ARCH=$(ARCH) TOLLGATE_PKG_VERSION='$(PKG_VERSION)' \
+	    TOLLGATE_BIN=$(DIST)/linux-$(ARCH)/tollgate TOLLGATE_MAINTAINER='$(MAINTAINER)' \
+	    $(GO) run $(NFPM) package --config deploy/nfpm.yaml --packager $$p --target $(DIST)/; \
+	done
 
 build:
 	$(GO) build -o bin/tollgate ./cmd/tollgate

@@ -101,7 +101,7 @@ func newServeCmdWith(v *viper.Viper) *cobra.Command {
 	f.String("xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
 	f.String("admin-addr", "127.0.0.1:19000", "address of the admin HTTP server (status, metrics, health)")
 	f.String("system-ca-bundle", model.DefaultSystemCABundle, "path, on the Envoy hosts, of the system trust bundle used to verify providers")
-	f.Duration("debounce", store.DefaultDebounce, "quiet period before a changed policy directory is reloaded")
+	f.Duration("debounce", store.DefaultDebounce, "quiet period before a change not known to be complete (a file still open for writing, a new directory) is reloaded; a complete save (closed, or renamed into place) is served at once")
 	f.String("log-level", "info", "debug, info, warn or error")
 	f.String("log-format", "text", "text or json")
 	f.String("xds-tls-cert", "", "xDS server certificate (PEM); with --xds-tls-key and --xds-client-ca, xDS requires mutual TLS")
@@ -458,6 +458,7 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 		return admin.Shutdown(shutdownCtx)
 	})
 	g.Go(func() error { return src.Watch(gctx, st, nil) })
+	g.Go(func() error { reloadOnHUP(gctx, func() error { return src.Sync(st) }, log); return nil })
 	g.Go(func() error { return dns.Run(gctx, st) })
 	if spiffeID != nil {
 		g.Go(func() error {
