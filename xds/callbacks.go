@@ -216,7 +216,7 @@ func (s *Server) identify(stream string, node *corev3.Node) {
 	if identity != "" {
 		args = append(args, "identity", identity)
 	}
-	defer s.checkVersions()
+	defer s.checkStreamVersion(stream)
 	switch {
 	case rls && gateway == "":
 		s.log.Error("rate limit service connected with an empty "+RateLimitGatewayKey+"; it gets no configuration: set CONFIG_GRPC_XDS_NODE_METADATA="+RateLimitGatewayKey+"=<namespace>/<gateway>", args...)

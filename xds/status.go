@@ -255,6 +255,20 @@ type Status struct {
 	LastNack *NackRecord  `json:"last_nack,omitempty"`
 }
 
+// node returns a copy of one stream's status, without its maps (the
+// version checks need only the node, its gateway and Envoy version).
+func (t *tracker) node(stream string) (NodeStatus, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.streams[stream]
+	if s == nil {
+		return NodeStatus{}, false
+	}
+	c := *s
+	c.Acked, c.Sent, c.LastNack = nil, nil, nil
+	return c, true
+}
+
 func (t *tracker) snapshot() Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
