@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 POLICIES    ?= examples/quickstart
 
-.PHONY: run test test-short lint bench golden build clean spire ratelimit dist dist-check
+.PHONY: run test test-short lint bench load golden build clean spire ratelimit dist dist-check
 
 ## run: serve examples/quickstart (xDS on 127.0.0.1:18000, admin on 127.0.0.1:19000)
 run:
@@ -27,6 +27,13 @@ lint:
 ## bench: the benchmarks whose figures the README quotes
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./translate ./xds ./store
+
+## load: the fleet load tool (cmd/tollgate-load) against tollgate and a bare go-control-plane
+## server with the same resources, e.g. make load LOAD_ARGS='--envoys 10000 --edits 5'
+LOAD_ARGS ?= --envoys 1000
+load:
+	$(GO) build -o $(SPIRE_BIN)/ ./cmd/tollgate ./cmd/tollgate-load
+	$(SPIRE_BIN)/tollgate-load $(LOAD_ARGS)
 
 ## golden: regenerate translate goldens after an intended output change; review the diff
 golden:

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tollgate-dev/tollgate/xds/envoysim"
+)
+
+// fleet is N simulated Envoys and, for each, when it accepted each edit's
+// route configuration.
+type fleet struct {
+	clients []*envoysim.Client
+	delta   int
+	// got[i][k] is the time (Unix nanoseconds) client i accepted edit k;
+	// 0 until then.
+	got [][]atomic.Int64
+	// remaining[k] counts the clients still without edit k; done[k] is
+	// closed when it reaches 0.
+	mu        sync.Mutex
+	remaining []int
+	done      []chan struct{}
+	// first[i] is closed when client i holds the initial configuration.
+	first []chan struct{}
+	// failed is closed when a stream ends while the fleet runs.
+	failed   chan struct{}
+	failOnce sync.Once
+	failErr  error
+	closing  atomic.Bool
+}
+
+// newFleet prepares the record of a fleet of n clients and edits edits.
+func newFleet(n, edits int) *fleet {
+	f := &fleet{got: make([][]atomic.Int64, n), remaining: make([]int, edits+1), done: make([]chan struct{}, edits+1), failed: make(chan struct{})}
+	f.first = make([]chan struct{}, n)
+	for i := range f.got {
+		f.got[i] = make([]atomic.Int64, edits+1)
+		f.first[i] = make(chan struct{})
+	}
+	for k := range f.done {
+		f.remaining[k] = n
+		f.done[k] = make(chan struct{})
+	}
+	return f
+}
+
+// observe is each client's view of every resource it accepts (the
+// envoysim Reject hook, called as a response is accepted and before it is
+// ACKed): a route configuration that holds edit k records its arrival.
+func (f *fleet) observe(i int) func(string, proto.Message) error {
+	return func(typeURL string, m proto.Message) error {
+		if typeURL != resource.RouteType {
+			return nil
+		}
+		k := editOf(m.(*routev3.RouteConfiguration))
+		if k < 0 || k >= len(f.done) {
+			return nil
+		}
+		if f.got[i][k].CompareAndSwap(0, time.Now().UnixNano()) {
+			if k == 0 {
+				close(f.first[i])
+			}
+			f.mu.Lock()
+			f.remaining[k]--
+			if f.remaining[k] == 0 {
+				close(f.done[k])
+			}
+			f.mu.Unlock()
+		}
+		return nil
+	}
+}
+
+func (f *fleet) fail(err error) {
+	f.failOnce.Do(func() {
+		f.failErr = err
+		close(f.failed)
+	})
+}
+
+// connect opens the fleet's streams, parallel at a time, to addr: Envoys
+// of gateways spread round-robin, a delta share of each gateway's on Delta
+// ADS, interleaved (every other one for 0.5). It returns once every client
+// holds the initial route configuration.
+func (f *fleet) connect(ctx context.Context, addr string, o options) error {
+	f.clients = make([]*envoysim.Client, len(f.got))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.parallel)
+	for i := range f.clients {
+		// The share holds within each gateway: j numbers its Envoys.
+		j := float64(i / o.gateways)
+		delta := math.Floor((j+1)*o.delta) > math.Floor(j*o.delta)
+		if delta {
+			f.delta++
+		}
+		g.Go(func() error {
+			c, err := envoysim.New(ctx, addr, envoysim.Options{
+				NodeID:  fmt.Sprintf("load-%05d", i),
+				Gateway: gatewayName(i % o.gateways),
+				Delta:   delta,
+				// The clients share the machine with the server: the deep
+				// check of every response would measure them, not it.
+				SkipValidation: true,
+				Reject:         f.observe(i),
+				Node:           envoysim.EnvoyBuild(1, 37, 0),
+				DialOptions:    []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+			})
+			if err != nil {
+				return err
+			}
+			f.clients[i] = c
+			go func() {
+				<-c.Done()
+				if !f.closing.Load() {
+					f.fail(fmt.Errorf("envoy load-%05d: stream ended: %v", i, c.Err()))
+				}
+			}()
+			// Connecting at most parallel at a time means waiting for
+			// each to hold its configuration.
+			select {
+			case <-f.first[i]:
+			case <-f.failed:
+				return f.failErr
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return f.wait(ctx, 0, o.timeout)
+}
+
+// wait blocks until every client holds edit k.
+func (f *fleet) wait(ctx context.Context, k int, timeout time.Duration) error {
+	select {
+	case <-f.done[k]:
+		return nil
+	case <-f.failed:
+		return f.failErr
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(timeout):
+		f.mu.Lock()
+		left := f.remaining[k]
+		f.mu.Unlock()
+		return fmt.Errorf("%d of %d Envoys still without edit %d after %v", left, len(f.clients), k, timeout)
+	}
+}
+
+// latencies are, for edit k made at start, each client's time to it.
+func (f *fleet) latencies(k int, start time.Time) []time.Duration {
+	out := make([]time.Duration, len(f.got))
+	for i := range f.got {
+		out[i] = time.Unix(0, f.got[i][k].Load()).Sub(start)
+	}
+	return out
+}
+
+// versions are the xDS versions client i accepted, by type.
+func (f *fleet) versions(i int) map[string]string {
+	return f.clients[i].State().Versions
+}
+
+// responses counts, by short type name, the responses the whole fleet
+// has received so far.
+func (f *fleet) responses() map[string]int {
+	out := map[string]int{}
+	for _, c := range f.clients {
+		for _, r := range c.History() {
+			out[r.TypeURL[strings.LastIndex(r.TypeURL, ".")+1:]]++
+		}
+	}
+	return out
+}
+
+func (f *fleet) close() {
+	f.closing.Store(true)
+	var wg sync.WaitGroup
+	for _, c := range f.clients {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Close() }()
+	}
+	wg.Wait()
+}
