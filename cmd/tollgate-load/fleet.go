@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -96,7 +97,10 @@ func (f *fleet) fail(err error) {
 // holds the initial route configuration.
 func (f *fleet) connect(ctx context.Context, addr string, o options) error {
 	f.clients = make([]*envoysim.Client, len(f.got))
-	g, gctx := errgroup.WithContext(ctx)
+	// The streams live on ctx; the deadline bounds only the connecting.
+	cctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	g, gctx := errgroup.WithContext(cctx)
 	g.SetLimit(o.parallel)
 	for i := range f.clients {
 		// The share holds within each gateway: j numbers its Envoys.
@@ -140,9 +144,15 @@ func (f *fleet) connect(ctx context.Context, addr string, o options) error {
 		})
 	}
 	if err := g.Wait(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			f.mu.Lock()
+			left := f.remaining[0]
+			f.mu.Unlock()
+			return fmt.Errorf("%d of %d Envoys without their configuration after %v (--timeout)", left, len(f.clients), o.timeout)
+		}
 		return err
 	}
-	return f.wait(ctx, 0, o.timeout)
+	return nil
 }
 
 // wait blocks until every client holds edit k.
