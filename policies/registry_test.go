@@ -8,6 +8,7 @@ import (
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/model/modeltest"
 	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/policies/credentialinjector"
 )
 
 const base = modeltest.EgressToOpenAI
@@ -85,4 +86,23 @@ spec:
 	_, errs := lower(t, src, model.Materials{"file:/policies/k": {Data: []byte("sk-FAKE-line1\nsk-FAKE-line2\n")}})
 	require.Len(t, errs, 1)
 	require.Equal(t, "/policies/p.yaml:23: CredentialInjector/key: spec.apiKey.secret.file: k contains control characters (line breaks inside the value?); it must hold the secret alone", errs[0].Error())
+}
+
+// TestUnknownPresetListsEveryPreset: the refusal of an unknown API key
+// preset names every preset there is, so that none is hidden from users.
+func TestUnknownPresetListsEveryPreset(t *testing.T) {
+	src := `apiVersion: tollgate.dev/v1alpha1
+kind: CredentialInjector
+metadata: {name: typo}
+spec:
+  targetRefs: [{kind: Backend, name: openai}]
+  apiKey: {preset: opneai, secret: {env: OPENAI_API_KEY}}
+`
+	_, errs := policies.NewScheme().Decode("/policies/p.yaml", []byte(src))
+	require.Len(t, errs, 1)
+	msg := errs[0].Error()
+	require.Contains(t, msg, "spec.apiKey.preset")
+	for name := range credentialinjector.Presets {
+		require.Contains(t, msg, name)
+	}
 }

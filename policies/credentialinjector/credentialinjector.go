@@ -6,6 +6,7 @@
 package credentialinjector
 
 import (
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -173,7 +174,7 @@ func (c *CredentialInjector) Validate(v *model.Validator) {
 	if k := s.APIKey; k != nil {
 		if k.Preset != "" {
 			if _, ok := Presets[k.Preset]; !ok {
-				v.Errorf("spec.apiKey.preset", "%q is not a preset: use one of anthropic, azure-openai, gemini, openai, openai-compatible", k.Preset)
+				v.Errorf("spec.apiKey.preset", "%q is not a preset: use one of %s", k.Preset, strings.Join(slices.Sorted(maps.Keys(Presets)), ", "))
 			}
 		}
 		if k.Header != "" && !model.ValidHeaderName(k.Header) {
