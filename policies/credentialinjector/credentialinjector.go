@@ -52,8 +52,9 @@ type Spec struct {
 // APIKey is a static key.
 type APIKey struct {
 	// Preset sets header, prefix and required extra headers for a
-	// provider: openai, anthropic, azure-openai, gemini. Defaults to the
-	// backend's provider when it has one of these.
+	// provider: openai, openai-compatible, anthropic, azure-openai,
+	// gemini, vertex (express-mode API keys) or bedrock (API keys).
+	// Defaults to the backend's provider when it has one of these.
 	Preset string `yaml:"preset,omitempty"`
 	// Header carries the key; overrides the preset.
 	Header string `yaml:"header,omitempty"`
