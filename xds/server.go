@@ -27,6 +27,7 @@ import (
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
@@ -94,6 +95,9 @@ type Server struct {
 	lastCfg     *model.Config
 	lastOut     *translate.Output
 	lastDigests map[proto.Message]digest
+	// lastEncoded are the pre-encoded forms (wire.go) of the resources
+	// last published, by digest; under publishMu.
+	lastEncoded map[digest]types.Resource
 	mu          sync.RWMutex
 	gateways    map[string]bool // keys with a snapshot from the current config
 	served      map[string]bool // every key ever given a snapshot
@@ -256,14 +260,19 @@ func (s *Server) Publish(out *translate.Output) error {
 		return &errEnvoyWouldRefuse{fmt.Errorf("generated configuration would be rejected by Envoy (this is a tollgate bug; please report it): %w", err)}
 	}
 	snaps := make(map[string]*cachev3.Snapshot, len(out.Gateways))
+	digestFn := func(m proto.Message) (digest, error) {
+		if d, ok := digests[m]; ok {
+			return d, nil
+		}
+		return digestOf(m)
+	}
+	encoded := make(map[digest]types.Resource, len(s.lastEncoded))
 	for _, g := range out.Gateways {
-		snap, err := snapshot(g, func(m proto.Message) (digest, error) {
-			if d, ok := digests[m]; ok {
-				return d, nil
-			}
-			return digestOf(m)
-		})
+		snap, err := snapshot(g, digestFn)
 		if err != nil {
+			return err
+		}
+		if err := preEncoded(snap, digestFn, s.lastEncoded, encoded); err != nil {
 			return err
 		}
 		snaps[g.Key] = snap
@@ -326,7 +335,7 @@ func (s *Server) Publish(out *translate.Output) error {
 			return fmt.Errorf("gateway %s: %w", key, err)
 		}
 	}
-	s.validated, s.lastDigests = validated, digests
+	s.validated, s.lastDigests, s.lastEncoded = validated, digests, encoded
 	s.checkVersions()
 	return nil
 }
