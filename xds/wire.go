@@ -22,11 +22,13 @@ import (
 // tollgate hands the cache, instead, a message of the same type that holds
 // only its name, as a field (the cache indexes by GetResourceName), and
 // the rest of its content as already-encoded unknown fields. Marshalling
-// it appends those bytes: a copy. What Envoy receives decodes to exactly
-// the message tollgate validated; only the order of fields on the wire
-// differs (the name first), which protobuf parsing ignores. The encoding
-// is done once per distinct resource (by content digest) and reused by
-// later publications.
+// it appends those bytes: a copy. The name is field 1 of every type
+// tollgate serves, which the deterministic marshal writes first anyway, so
+// the result is byte for byte what marshalling the real resource gives
+// (TestPreEncodedResourcesDecodeToTheOriginal), and Delta's resource
+// versions, hashes of those bytes, do not change. The encoding is done once
+// per distinct resource (by content digest) and reused by later
+// publications.
 
 // nameField is the field GetResourceName reads: cluster_name for
 // endpoints, name for every other type tollgate serves.
