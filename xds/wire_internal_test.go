@@ -34,22 +34,7 @@ func TestPreEncodedResourcesDecodeToTheOriginal(t *testing.T) {
 	}}})
 	require.NotEmpty(t, g.Endpoints, "the generated set must have EDS endpoints to check cluster_name")
 
-	var all []proto.Message
-	for _, r := range g.Listeners {
-		all = append(all, r)
-	}
-	for _, r := range g.Routes {
-		all = append(all, r)
-	}
-	for _, r := range g.Clusters {
-		all = append(all, r)
-	}
-	for _, r := range g.Endpoints {
-		all = append(all, r)
-	}
-	for _, r := range g.Secrets {
-		all = append(all, r)
-	}
+	all := g.All()
 	for _, r := range all {
 		enc, err := preEncode(r)
 		require.NoError(t, err)
