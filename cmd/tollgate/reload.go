@@ -11,21 +11,22 @@ import (
 	"github.com/tollgate-dev/tollgate/model"
 )
 
-// reloadOnHUP calls reload (a Sync of the policy directory) on every
-// SIGHUP until ctx ends: `systemctl reload tollgate` for when a change was
-// not seen (a file system without inotify, such as NFS, or a file a policy
-// names that changed behind a mount). SIGHUP stops being fatal while it
-// runs; before and after (start-up, shutdown) it keeps its default action.
-func reloadOnHUP(ctx context.Context, reload func() error, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	reloadOn(ctx, hup, reload, log)
+// notifyHUP starts catching SIGHUP, for reloadOn: `systemctl reload
+// tollgate`, for when a change was not seen (a file system without
+// inotify, such as NFS, or a file a policy names that changed behind a
+// mount). It is called before tollgate says it serves, so that a SIGHUP
+// sent once it does is never lost nor fatal; before (start-up) and after
+// stop (shutdown) SIGHUP keeps its default action.
+func notifyHUP() (hup <-chan os.Signal, stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	return ch, func() { signal.Stop(ch) }
 }
 
-// reloadOn is reloadOnHUP's loop, reading signals from sig. Signals that
-// arrive during a reload are folded into one more reload (sig is buffered
-// by one), so a burst of SIGHUPs costs at most two.
+// reloadOn calls reload (a Sync of the policy directory) on every signal
+// from sig (notifyHUP's) until ctx ends. Signals that arrive during a
+// reload are folded into one more reload (sig is buffered by one), so a
+// burst of SIGHUPs costs at most two.
 func reloadOn(ctx context.Context, sig <-chan os.Signal, reload func() error, log *slog.Logger) {
 	for {
 		select {

@@ -458,7 +458,13 @@ func start(ctx context.Context, cfg serveConfig, logOut io.Writer) (_ *instance,
 		return admin.Shutdown(shutdownCtx)
 	})
 	g.Go(func() error { return src.Watch(gctx, st, nil) })
-	g.Go(func() error { reloadOnHUP(gctx, func() error { return src.Sync(st) }, log); return nil })
+	// SIGHUP is caught from before "tollgate serving" until the end.
+	hup, stopHUP := notifyHUP()
+	g.Go(func() error {
+		defer stopHUP()
+		reloadOn(gctx, hup, func() error { return src.Sync(st) }, log)
+		return nil
+	})
 	g.Go(func() error { return dns.Run(gctx, st) })
 	if spiffeID != nil {
 		g.Go(func() error {
