@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	prommodel "github.com/prometheus/common/model"
+	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/tollgate-dev/tollgate/store"
 )
@@ -229,8 +230,11 @@ func (t *tollgateTarget) writeToken(work string) (string, error) {
 	t.token = hex.EncodeToString(raw)
 	sum := sha256.Sum256([]byte(t.token))
 	path := filepath.Join(work, "api-tokens.yaml")
-	body := fmt.Sprintf("tokens:\n- name: tollgate-load\n  sha256: %s\n  namespaces: [\"*\"]\n", hex.EncodeToString(sum[:]))
-	return path, os.WriteFile(path, []byte(body), 0o600)
+	body, err := yaml.Marshal(store.TokenFile{Tokens: []store.TokenEntry{{Name: "tollgate-load", SHA256: hex.EncodeToString(sum[:]), Namespaces: []string{"*"}}}})
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, body, 0o600)
 }
 
 func (t *tollgateTarget) waitHealthy(ctx context.Context) error {
