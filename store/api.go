@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/pmezard/go-difflib/difflib"
 	yaml "go.yaml.in/yaml/v3"
 
@@ -44,8 +45,21 @@ func ObjectPath(ref model.Ref) string {
 }
 
 // maxStaleRetries bounds how often a write is validated again after another
-// writer (another replica) committed in between.
-const maxStaleRetries = 5
+// writer (another replica) committed in between. Between attempts the
+// writer waits a jittered, doubling pause (staleBackOff), so that two
+// replicas writing in bursts do not starve one another: without it the
+// replica that just lost has to read the store again and re-translate
+// while the winner, already current, commits its next write first, and
+// can lose every time.
+const maxStaleRetries = 10
+
+// staleBackOff is the pause before the next attempt after an ErrStale:
+// 5 ms doubling to 250 ms, ±50% jitter; at most about 1.8 s over
+// maxStaleRetries attempts.
+func staleBackOff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: 5 * time.Millisecond, RandomizationFactor: 0.5,
+		Multiplier: 2, MaxInterval: 250 * time.Millisecond}
+}
 
 // APISource feeds the objects written through the HTTP API into the Store
 // and persists them in a Backend. A write is validated with every other
@@ -292,19 +306,35 @@ func (a *APISource) Write(ctx context.Context, req WriteRequest) (WriteResult, e
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	pause := staleBackOff()
+	pause.Reset()
 	for attempt := 0; ; attempt++ {
 		res, err := a.writeOnce(ctx, req, doc)
-		if !errors.Is(err, ErrStale) || attempt == maxStaleRetries {
-			if errors.Is(err, ErrStale) {
-				return res, apiErrorf(http.StatusConflict, "Conflict", "the API store kept changing under this write (other replicas are writing): retry")
-			}
+		if !errors.Is(err, ErrStale) {
 			return res, err
+		}
+		if attempt == maxStaleRetries || !sleepCtx(ctx, pause.NextBackOff()) {
+			return res, apiErrorf(http.StatusConflict, "Conflict",
+				"the API store kept changing under this write (other replicas are writing; %d attempts): nothing was written, send it again", attempt+1)
 		}
 		// Another writer committed since this source last read: read
 		// everything again and validate the write against that.
 		if err := a.resync(ctx); err != nil {
 			a.log.Warn("API store changed by another replica, and the change is refused here", "error", err)
 		}
+	}
+}
+
+// sleepCtx waits d, or less if ctx ends first; it reports whether the
+// wait ran its course.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

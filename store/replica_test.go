@@ -73,3 +73,63 @@ func TestReplicasWriteConcurrently(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "a at %d, b at %d", apiA.Revision(), apiB.Revision())
 	require.Equal(t, apiA.Records(), apiB.Records())
 }
+
+// staleBackend refuses its first n commits with ErrStale, as a store
+// another replica keeps writing to would.
+type staleBackend struct {
+	*store.BoltBackend
+	mu sync.Mutex
+	n  int
+}
+
+func (b *staleBackend) Commit(ctx context.Context, rev uint64, ch store.Change) (uint64, error) {
+	b.mu.Lock()
+	if b.n > 0 {
+		b.n--
+		b.mu.Unlock()
+		return 0, store.ErrStale
+	}
+	b.mu.Unlock()
+	return b.BoltBackend.Commit(ctx, rev, ch)
+}
+
+// TestStaleWritesWaitAndTryAgain: a write that keeps losing the race to
+// other replicas is validated again after a growing pause, lands when the
+// others pause, and after too many attempts is refused with a Conflict
+// that says nothing was written (never a partial write).
+func TestStaleWritesWaitAndTryAgain(t *testing.T) {
+	for _, tc := range []struct {
+		stale    int
+		conflict bool
+	}{{stale: 7}, {stale: 1000, conflict: true}} {
+		t.Run(fmt.Sprint(tc.stale), func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, filepath.Join(dir, "gw.yaml"), gateway+"---\n"+backend("openai"))
+			bolt, err := store.OpenBolt(filepath.Join(t.TempDir(), "tollgate.db"))
+			require.NoError(t, err)
+			t.Cleanup(func() { bolt.Close() })
+			b := &staleBackend{BoltBackend: bolt, n: tc.stale}
+			st, err := store.New(store.Options{})
+			require.NoError(t, err)
+			scheme := policies.NewScheme()
+			api := store.NewAPISource(b, st, scheme, nil)
+			require.NoError(t, api.Load(context.Background()))
+			require.NoError(t, store.NewFileSource(dir, scheme, nil).Start(st))
+
+			_, err = api.Write(context.Background(), store.WriteRequest{Verb: "apply", Who: "test",
+				Ref:  model.Ref{Kind: "HTTPRoute", Namespace: "default", Name: "chat"},
+				Body: []byte(routeYAML("default", "chat", "openai", "chat.llm.internal"))})
+			if !tc.conflict {
+				require.NoError(t, err)
+				require.Equal(t, uint64(1), api.Revision())
+				return
+			}
+			var apiErr *store.APIError
+			require.ErrorAs(t, err, &apiErr)
+			require.Equal(t, 409, apiErr.Code)
+			require.Contains(t, apiErr.Message, "nothing was written")
+			require.Zero(t, api.Revision())
+			require.Empty(t, api.Records())
+		})
+	}
+}
