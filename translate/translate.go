@@ -4,7 +4,6 @@
 package translate
 
 import (
-	"reflect"
 	"sort"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -71,10 +70,11 @@ func Translate(cfg *model.Config) (*Output, error) {
 // TranslateIncremental is Translate reusing, from prev (what Translate
 // made of prevCfg), the resources of every gateway whose resolved
 // configuration is the same in cfg as in prevCfg: an edit re-translates
-// only the gateways it can affect. The same means reflect.DeepEqual of the
-// two GatewayConfigs, which is cheap: the store shares the model objects
-// of unchanged files between configurations, and DeepEqual takes a pointer
-// equal to itself without looking inside. It is exact because a gateway's
+// only the gateways it can affect. The same means deeply equal (same, with
+// reflect.DeepEqual's meaning) GatewayConfigs, which is cheap: the store
+// shares the model objects of unchanged files between configurations, and
+// same takes a pointer equal to itself without looking inside or
+// remembering it. It is exact because a gateway's
 // translation reads nothing but its GatewayConfig (everything reachable
 // from it: listeners, routes, backends and their lowered settings, a
 // Parent-mode gateway's parent) and cfg.Settings, which must be equal too.
@@ -101,7 +101,7 @@ func TranslateIncremental(cfg, prevCfg *model.Config, prev *Output) (*Output, er
 	for _, g := range cfg.Gateways {
 		key := model.GatewayKey(g.Ref)
 		var gr *GatewayResources
-		if pg, pr := prevGateways[key], prevResources[key]; pg != nil && pr != nil && reflect.DeepEqual(pg, g) {
+		if pg, pr := prevGateways[key], prevResources[key]; pg != nil && pr != nil && same(pg, g) {
 			reused := *pr // the resources are shared, never changed; Requirements is set below
 			gr = &reused
 		} else {
