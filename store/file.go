@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -128,8 +129,9 @@ func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
 		errs model.Violations
 	)
 	seen := make(map[string]bool, len(files))
+	var buf []byte // every file is read into it to be hashed; only a changed one is copied, to be decoded
 	for _, path := range files {
-		data, err := readRegular(path, MaxPolicyFileSize)
+		data, err := readRegularInto(path, MaxPolicyFileSize, buf)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -145,11 +147,12 @@ func (f *FileSource) Load() ([]model.Object, model.Violations, error) {
 			errs = append(errs, model.Violation{File: path, Msg: "cannot read: " + err.Error()})
 			continue
 		}
+		buf = data
 		seen[path] = true
 		sum := sha256.Sum256(data)
 		c, ok := f.cache[path]
 		if !ok || c.sum != sum {
-			o, e := f.scheme.Decode(path, data)
+			o, e := f.scheme.Decode(path, bytes.Clone(data))
 			c = cachedFile{sum: sum, objs: o, errs: e}
 			f.cache[path] = c
 		}

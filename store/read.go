@@ -29,6 +29,13 @@ var errTooLarge = errors.New("too large")
 // The file is opened non-blocking and checked again, so that swapping it for
 // a FIFO between the two steps blocks nothing either.
 func readRegular(path string, limit int64) ([]byte, error) {
+	return readRegularInto(path, limit, nil)
+}
+
+// readRegularInto is readRegular reading into buf's storage when it is
+// large enough (the result may alias buf), so that a caller reading many
+// files to hash them allocates once, not once per file.
+func readRegularInto(path string, limit int64, buf []byte) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -47,14 +54,28 @@ func readRegular(path string, limit int64) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, notRegular(fi.Mode())
 	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
+	// Room for the size the file has now and one byte more, which tells a
+	// file that grew since (it is read to its end all the same).
+	if want := min(fi.Size(), limit) + 1; int64(cap(buf)) < want {
+		buf = make([]byte, 0, want)
 	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%w: larger than %d bytes (%s)", errTooLarge, limit, model.ByteSize{Bytes: uint64(limit)})
+	data := buf[:0]
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := f.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if int64(len(data)) > limit {
+			return nil, fmt.Errorf("%w: larger than %d bytes (%s)", errTooLarge, limit, model.ByteSize{Bytes: uint64(limit)})
+		}
+		if err == io.EOF {
+			return data, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	return data, nil
 }
 
 // notRegular says what a path is instead of a regular file.
