@@ -33,38 +33,46 @@ type genEntry struct {
 	obj  model.Object // the decoded object last seen: unchanged files keep theirs
 	hash [sha256.Size]byte
 	gen  int64
+	pass uint64 // the countGenerations pass that last saw the object
 }
 
 // countGenerations updates the generations after an accepted change. The
-// caller holds s.mu.
+// caller holds s.mu. It runs on every change: an unchanged object (the
+// same decoded object as last time) costs a map lookup, and nothing is
+// allocated for it.
 func (s *Store) countGenerations(cfg *model.Config) {
 	if s.gens == nil {
 		s.gens = map[model.Ref]*genEntry{}
 	}
-	seen := make(map[model.Ref]bool, len(cfg.Objects))
+	s.genPass++
+	pass := s.genPass
 	for _, o := range cfg.Objects {
 		ref := model.RefOf(o)
-		seen[ref] = true
 		e := s.gens[ref]
 		if g := o.GetMeta().Generation; g > 0 {
-			s.gens[ref] = &genEntry{obj: o, gen: g}
+			if e != nil && e.obj == o {
+				e.pass = pass
+				continue
+			}
+			s.gens[ref] = &genEntry{obj: o, gen: g, pass: pass}
 			continue
 		}
 		if e != nil && e.obj == o {
+			e.pass = pass
 			continue // the file did not change: its decode was reused
 		}
 		h := contentHash(o)
 		switch {
 		case e == nil:
-			s.gens[ref] = &genEntry{obj: o, hash: h, gen: 1}
+			s.gens[ref] = &genEntry{obj: o, hash: h, gen: 1, pass: pass}
 		case e.hash != h:
-			s.gens[ref] = &genEntry{obj: o, hash: h, gen: e.gen + 1}
+			s.gens[ref] = &genEntry{obj: o, hash: h, gen: e.gen + 1, pass: pass}
 		default:
-			e.obj = o
+			e.obj, e.pass = o, pass
 		}
 	}
-	for ref := range s.gens {
-		if !seen[ref] {
+	for ref, e := range s.gens {
+		if e.pass != pass {
 			delete(s.gens, ref)
 		}
 	}

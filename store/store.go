@@ -104,7 +104,8 @@ type Store struct {
 	// for sources to watch.
 	materialFiles []string
 	// gens counts the generations of the served objects (objstatus.go).
-	gens map[model.Ref]*genEntry
+	gens    map[model.Ref]*genEntry
+	genPass uint64 // counts countGenerations' passes
 }
 
 // MaterialFiles lists the files (secrets, certificates) the latest change's
@@ -464,21 +465,27 @@ func allObjects(txn *memdb.Txn) ([]model.Object, []model.Condition, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("store index: %w", err)
 	}
-	var (
-		out  []model.Object
-		api  []*entry
-		file = map[string]*entry{}
-	)
+	var files, api []*entry
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		e := raw.(*entry)
 		if e.Source == APISourceName {
 			api = append(api, e)
 			continue
 		}
+		files = append(files, e)
+	}
+	out := make([]model.Object, 0, len(files)+len(api))
+	for _, e := range files {
+		out = append(out, e.Object)
+	}
+	if len(api) == 0 {
+		return out, nil, nil
+	}
+	file := make(map[string]*entry, len(files))
+	for _, e := range files {
 		if _, dup := file[e.Ref]; !dup {
 			file[e.Ref] = e
 		}
-		out = append(out, e.Object)
 	}
 	var conds []model.Condition
 	for _, e := range api {
