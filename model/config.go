@@ -402,8 +402,8 @@ func BuildConfigWithInvalid(objs []Object, settings Settings, invalid map[Ref]bo
 		}
 		return a.Line < b.Line
 	})
-	byRef := map[Ref]Object{}
-	unique := objs[:0:0]
+	byRef := make(map[Ref]Object, len(objs))
+	unique := make([]Object, 0, len(objs))
 	for _, o := range objs {
 		r := RefOf(o)
 		if first, dup := byRef[r]; dup {

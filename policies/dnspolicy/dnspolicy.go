@@ -243,7 +243,9 @@ func static(b *model.BackendConfig) bool {
 // that applies to a backend (the first by identity). The store runs them
 // and hands the results to lowering.
 func Checks(cfg *model.Config) []model.ReverseDNSCheck {
-	idx := policy.NewIndex(cfg)
+	// Only the backends are looked up, and only once a DNSPolicy is seen:
+	// this runs on every change, and most configurations have none.
+	var backends map[model.Ref]*model.BackendConfig
 	claimed := map[model.Ref]bool{}
 	var out []model.ReverseDNSCheck
 	for _, o := range cfg.Objects {
@@ -251,13 +253,19 @@ func Checks(cfg *model.Config) []model.ReverseDNSCheck {
 		if !ok {
 			continue
 		}
+		if backends == nil {
+			backends = make(map[model.Ref]*model.BackendConfig, len(cfg.Backends))
+			for _, b := range cfg.Backends {
+				backends[b.Ref] = b
+			}
+		}
 		ns := model.RefOf(p).Namespace
 		for _, t := range p.Spec.TargetRefs {
 			if t.Kind != model.KindBackend {
 				continue
 			}
 			r := t.Ref(ns)
-			b := idx.Backends[r]
+			b := backends[r]
 			if b == nil || claimed[r] {
 				continue
 			}

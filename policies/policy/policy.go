@@ -75,10 +75,17 @@ type Index struct {
 
 // NewIndex indexes cfg.
 func NewIndex(cfg *model.Config) *Index {
+	routes := 0
+	for _, g := range cfg.Gateways {
+		for _, l := range g.Listeners {
+			routes += len(l.Routes)
+		}
+	}
+	// Sized up front: this runs on every change, over every object.
 	idx := &Index{
-		Backends: map[model.Ref]*model.BackendConfig{},
-		Gateways: map[model.Ref]*model.GatewayConfig{},
-		Routes:   map[model.Ref]*model.RouteConfig{},
+		Backends: make(map[model.Ref]*model.BackendConfig, len(cfg.Backends)),
+		Gateways: make(map[model.Ref]*model.GatewayConfig, len(cfg.Gateways)),
+		Routes:   make(map[model.Ref]*model.RouteConfig, routes),
 	}
 	for _, b := range cfg.Backends {
 		idx.Backends[b.Ref] = b
