@@ -1,7 +1,9 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -394,14 +396,19 @@ func BuildConfigWithInvalid(objs []Object, settings Settings, invalid map[Ref]bo
 	}
 	var errs Violations
 	objs = append([]Object(nil), objs...)
-	// Order by source so that "already defined" points at the first one read.
-	sort.SliceStable(objs, func(i, j int) bool {
-		a, b := objs[i].GetSource(), objs[j].GetSource()
-		if a.File != b.File {
-			return a.File < b.File
+	// Order by source so that "already defined" points at the first one
+	// read. The store hands them over in that order already, which the
+	// check finds in one pass.
+	bySource := func(x, y Object) int {
+		a, b := x.GetSource(), y.GetSource()
+		if c := strings.Compare(a.File, b.File); c != 0 {
+			return c
 		}
-		return a.Line < b.Line
-	})
+		return cmp.Compare(a.Line, b.Line)
+	}
+	if !slices.IsSortedFunc(objs, bySource) {
+		slices.SortStableFunc(objs, bySource)
+	}
 	byRef := make(map[Ref]Object, len(objs))
 	unique := make([]Object, 0, len(objs))
 	for _, o := range objs {

@@ -2,7 +2,7 @@ package model
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -103,6 +103,18 @@ func (r Ref) Less(o Ref) bool {
 	return r.Name < o.Name
 }
 
+// Compare orders refs as Less does: -1 if r sorts before o, 0 if they are
+// equal, +1 after.
+func (r Ref) Compare(o Ref) int {
+	if c := strings.Compare(r.Kind, o.Kind); c != 0 {
+		return c
+	}
+	if c := strings.Compare(r.Namespace, o.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(r.Name, o.Name)
+}
+
 // RefOf returns the identity of obj.
 func RefOf(obj Object) Ref {
 	m := obj.GetMeta()
@@ -116,7 +128,7 @@ func RefOf(obj Object) Ref {
 // SortObjects orders objects by identity, which makes everything that is
 // derived from them deterministic.
 func SortObjects(objs []Object) {
-	sort.SliceStable(objs, func(i, j int) bool { return RefOf(objs[i]).Less(RefOf(objs[j])) })
+	slices.SortStableFunc(objs, func(a, b Object) int { return RefOf(a).Compare(RefOf(b)) })
 }
 
 // Base is embedded by every kind; it carries the envelope and the source.
