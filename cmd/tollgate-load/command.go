@@ -27,6 +27,14 @@ type options struct {
 	output   string
 	workDir  string
 	logLevel string
+	// agent is the URL of a tollgate-load agent that runs the targets on
+	// its machine (agent.go); agentToken authenticates to it.
+	agent          string
+	agentTokenFile string
+	agentToken     string
+	// xdsHost is the address the targets' xDS servers listen on: loopback,
+	// or the agent's --xds-host.
+	xdsHost string
 }
 
 // Edit methods.
@@ -56,11 +64,15 @@ tollgate's memory per stream and CPU per edit from its /metrics. The same
 scenario then runs against a bare go-control-plane server serving the same
 resources, and the ratio is printed.
 
-Everything runs on this machine, tollgate and the floor in processes of their
-own; the clients share the cores, so run it on an otherwise idle machine and
-compare figures of the same run only.`,
+By default everything runs on this machine, tollgate and the floor in
+processes of their own; the clients share the cores, so run it on an otherwise
+idle machine and compare figures of the same run only. With --agent, tollgate
+and the floor run on another machine, under "tollgate-load agent" there, and
+this machine only runs the Envoys: the figures are then the control plane's
+alone.`,
 		Example: `  tollgate-load --envoys 1000
-  tollgate-load --envoys 10000 --gateways 10 --edit api -o json`,
+  tollgate-load --envoys 10000 --gateways 10 --edit api -o json
+  tollgate-load --envoys 10000 --agent http://10.0.0.5:7070 --agent-token-file agent.token`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -86,7 +98,9 @@ compare figures of the same run only.`,
 	f.StringVarP(&o.output, "output", "o", "text", "text or json")
 	f.StringVar(&o.logLevel, "tollgate-log-level", "warn", "tollgate's --log-level (its log is tollgate.log in the work directory; info logs every Envoy's connection)")
 	f.StringVar(&o.workDir, "work-dir", "", "directory for the policies, tollgate's state and logs (default: a new temporary directory, removed afterwards)")
-	cmd.AddCommand(newFloorCommand())
+	f.StringVar(&o.agent, "agent", "", "URL of a tollgate-load agent (tollgate-load agent --help) that runs tollgate and the floor on its machine; this process then runs only the Envoys")
+	f.StringVar(&o.agentTokenFile, "agent-token-file", "", "file holding the agent's token (the agent's --token-file); required with --agent")
+	cmd.AddCommand(newFloorCommand(), newAgentCommand())
 	return cmd
 }
 
@@ -95,21 +109,51 @@ func (o *options) complete() error {
 	switch {
 	case o.envoys < 1:
 		return fmt.Errorf("--envoys must be at least 1")
+	case o.delta < 0 || o.delta > 1:
+		return fmt.Errorf("--delta is a fraction, between 0 and 1")
+	case o.parallel < 1:
+		return fmt.Errorf("--connect-parallel must be at least 1")
+	case o.output != "text" && o.output != "json":
+		return fmt.Errorf("--output %q: want text or json", o.output)
+	}
+	if err := o.validateScenario(); err != nil {
+		return err
+	}
+	if err := o.validateTargets(); err != nil {
+		return err
+	}
+	if o.agent != "" {
+		return o.readAgentToken()
+	}
+	o.xdsHost = "127.0.0.1"
+	if !slices.Contains(o.targets, targetTollgate) {
+		return nil
+	}
+	return o.findTollgate()
+}
+
+// validateScenario checks what the control plane's side of a scenario
+// needs; an agent checks it again for what a driver asks of it.
+func (o *options) validateScenario() error {
+	switch {
 	case o.gateways < 1 || o.gateways > 999:
 		return fmt.Errorf("--gateways must be between 1 and 999")
 	case o.routes < 1:
 		return fmt.Errorf("--routes must be at least 1")
 	case o.edits < 1:
 		return fmt.Errorf("--edits must be at least 1")
-	case o.delta < 0 || o.delta > 1:
-		return fmt.Errorf("--delta is a fraction, between 0 and 1")
-	case o.parallel < 1:
-		return fmt.Errorf("--connect-parallel must be at least 1")
 	case !slices.Contains([]string{editRename, editInPlace, editAPI}, o.edit):
 		return fmt.Errorf("--edit %q: want rename, inplace or api", o.edit)
-	case o.output != "text" && o.output != "json":
-		return fmt.Errorf("--output %q: want text or json", o.output)
+	case !slices.Contains([]string{"debug", "info", "warn", "error"}, o.logLevel):
+		return fmt.Errorf("--tollgate-log-level %q: want debug, info, warn or error", o.logLevel)
+	case o.timeout <= 0:
+		return fmt.Errorf("--timeout must be positive")
 	}
+	return nil
+}
+
+// validateTargets checks --target.
+func (o *options) validateTargets() error {
 	if len(o.targets) == 0 {
 		return fmt.Errorf("--target: give tollgate, floor or both")
 	}
@@ -118,9 +162,12 @@ func (o *options) complete() error {
 			return fmt.Errorf("--target %q: want tollgate or floor", t)
 		}
 	}
-	if !slices.Contains(o.targets, targetTollgate) {
-		return nil
-	}
+	return nil
+}
+
+// findTollgate checks --tollgate, or finds the binary next to this one or
+// on PATH.
+func (o *options) findTollgate() error {
 	if o.tollgate != "" {
 		if !isExecutable(o.tollgate) {
 			return fmt.Errorf("--tollgate %s is not an executable file", o.tollgate)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -158,4 +160,81 @@ func TestPercentileIsNearestRank(t *testing.T) {
 	require.Equal(t, 99*time.Millisecond, percentile(ds, 0.99))
 	require.Equal(t, 100*time.Millisecond, percentile(ds, 1))
 	require.Equal(t, 7*time.Millisecond, percentile([]time.Duration{7 * time.Millisecond}, 0.99))
+}
+
+// TestLoadToolThroughAnAgent runs the targets under tollgate-load agent,
+// as on the control plane's machine, and the Envoys in the driver: both
+// targets are measured, the report names the agent's machine, and a
+// wrong token or a bad agent setup is refused with what to do.
+func TestLoadToolThroughAnAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds tollgate and runs fleets of 20 Envoys against it; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin := buildBinaries(t, ctx)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "agent.token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o600))
+	addr, err := freeAddr()
+	require.NoError(t, err)
+
+	agentCmd := exec.CommandContext(ctx, filepath.Join(bin, "tollgate-load"), "agent", "--listen", addr, "--token-file", tokenFile)
+	var agentLog bytes.Buffer
+	agentCmd.Stdout, agentCmd.Stderr = &agentLog, &agentLog
+	require.NoError(t, agentCmd.Start())
+	t.Cleanup(func() {
+		_ = agentCmd.Process.Signal(os.Interrupt)
+		_ = agentCmd.Wait()
+	})
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/v1/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "agent not up:\n%s", &agentLog)
+
+	driver := func(args ...string) *exec.Cmd {
+		return exec.CommandContext(ctx, filepath.Join(bin, "tollgate-load"), append([]string{"--agent", "http://" + addr,
+			"--envoys", "20", "--gateways", "2", "--routes", "10", "--edits", "2", "--pause", "50ms", "--timeout", "1m"}, args...)...)
+	}
+	cmd := driver("--agent-token-file", tokenFile, "-o", "json")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "stderr:\n%s\nagent:\n%s", stderr.String(), &agentLog)
+	var rep report
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), stdout.String())
+	require.NotNil(t, rep.TargetMachine)
+	require.Positive(t, rep.TargetMachine.CPUs)
+	require.Len(t, rep.Targets, 2)
+	for _, tr := range rep.Targets {
+		require.Equal(t, 40, tr.Samples, tr.Target)
+		require.Positive(t, tr.Connected.RSSBytes, tr.Target)
+		require.NotEqual(t, tr.InitialVersions[routeType], tr.FinalVersions[routeType], tr.Target)
+	}
+	require.NotNil(t, rep.SameResources)
+	require.True(t, *rep.SameResources, "tollgate and the floor served different versions:\n%s", stdout.String())
+
+	wrong := filepath.Join(dir, "wrong.token")
+	require.NoError(t, os.WriteFile(wrong, []byte("fedcba9876543210fedcba9876543210"), 0o600))
+	out, err := driver("--agent-token-file", wrong).CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "401 Unauthorized: missing or wrong token")
+	out, err = driver().CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "--agent-token-file is required")
+
+	short := filepath.Join(dir, "short.token")
+	require.NoError(t, os.WriteFile(short, []byte("secret"), 0o600))
+	for args, want := range map[string]string{
+		"--listen 0.0.0.0:0 --token-file " + tokenFile: "--xds-host: give the address the Envoys reach this machine at",
+		"--listen 127.0.0.1:0 --token-file " + short:   "holds 6 characters: write a secret of at least 16",
+		"--listen 127.0.0.1:0":                         `required flag(s) "token-file" not set`,
+	} {
+		out, err := exec.CommandContext(ctx, filepath.Join(bin, "tollgate-load"), append([]string{"agent"}, strings.Fields(args)...)...).CombinedOutput()
+		require.Error(t, err, args)
+		require.Contains(t, string(out), want, args)
+	}
 }

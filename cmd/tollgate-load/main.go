@@ -17,6 +17,9 @@
 // edit's snapshot computed in advance. The ratio of the two is the part of
 // convergence that is tollgate's own: watching, decoding, translating,
 // checking and publishing.
+//
+// With --agent, both targets run under "tollgate-load agent" on another
+// machine (agent.go), and this process runs only the Envoys.
 package main
 
 import (

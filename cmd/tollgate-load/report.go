@@ -11,9 +11,12 @@ import (
 )
 
 type report struct {
-	Scenario scenario       `json:"scenario"`
-	Machine  machine        `json:"machine"`
-	Targets  []targetReport `json:"targets"`
+	Scenario scenario `json:"scenario"`
+	Machine  machine  `json:"machine"`
+	// TargetMachine is where tollgate and the floor ran, when an agent
+	// ran them (--agent); else they shared Machine with the clients.
+	TargetMachine *machine       `json:"targetMachine,omitempty"`
+	Targets       []targetReport `json:"targets"`
 	// Ratio is tollgate's figures over the floor's, when both ran.
 	Ratio *ratio `json:"ratio,omitempty"`
 	// SameResources says whether tollgate and the floor served the same
@@ -115,7 +118,12 @@ func (r *report) write(w io.Writer, format string) error {
 	fmt.Fprintf(w, "%d Envoys (%.0f%% on Delta ADS), %d gateway%s × %d routes, %d edits by %s\n",
 		s.Envoys, s.DeltaFraction*100, s.Gateways, plural, s.RoutesPerGateway, s.Edits, s.Edit)
 	m := r.Machine
-	fmt.Fprintf(w, "machine: %d CPUs %s, %s/%s, %s; the control plane and the clients share it\n\n", m.CPUs, m.CPUModel, m.OS, m.Arch, m.Go)
+	if t := r.TargetMachine; t != nil {
+		fmt.Fprintf(w, "control plane (agent): %d CPUs %s, %s/%s, %s\n", t.CPUs, t.CPUModel, t.OS, t.Arch, t.Go)
+		fmt.Fprintf(w, "clients: %d CPUs %s, %s/%s, %s\n\n", m.CPUs, m.CPUModel, m.OS, m.Arch, m.Go)
+	} else {
+		fmt.Fprintf(w, "machine: %d CPUs %s, %s/%s, %s; the control plane and the clients share it\n\n", m.CPUs, m.CPUModel, m.OS, m.Arch, m.Go)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\tconnect\tp50\tp99\tmax\tRSS/stream\theap/stream\tCPU/edit\t")
 	for _, t := range r.Targets {

@@ -15,6 +15,11 @@ import (
 // run measures every target of o, one after the other, and writes the
 // report to w.
 func run(ctx context.Context, o options, w io.Writer) error {
+	rep := report{Scenario: scenarioOf(o), Machine: machineOf()}
+	if o.agent != "" {
+		// The agent writes the scenario on its machine.
+		return measureAll(ctx, o, "", &rep, w)
+	}
 	work := o.workDir
 	if work == "" {
 		tmp, err := os.MkdirTemp("", "tollgate-load-")
@@ -33,9 +38,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	if err := writeScenario(filepath.Join(work, "policies"), o); err != nil {
 		return err
 	}
-	rep := report{Scenario: scenarioOf(o), Machine: machineOf()}
+	return measureAll(ctx, o, work, &rep, w)
+}
+
+// measureAll measures every target of o into rep and writes it to w.
+func measureAll(ctx context.Context, o options, work string, rep *report, w io.Writer) error {
 	for _, name := range o.targets {
-		tr, err := measure(ctx, o, work, name)
+		tr, err := measure(ctx, o, work, name, rep)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -46,15 +55,21 @@ func run(ctx context.Context, o options, w io.Writer) error {
 }
 
 // measure runs the scenario against one target.
-func measure(ctx context.Context, o options, work, name string) (targetReport, error) {
+func measure(ctx context.Context, o options, work, name string, rep *report) (targetReport, error) {
 	tr := targetReport{Target: name}
 	var (
 		t   target
 		err error
 	)
-	if name == targetTollgate {
+	switch {
+	case o.agent != "":
+		var m machine
+		if t, m, err = startRemote(ctx, o, name); err == nil {
+			rep.TargetMachine = &m
+		}
+	case name == targetTollgate:
 		t, err = startTollgate(ctx, o, work)
-	} else {
+	default:
 		t, err = startFloor(ctx, o, work)
 	}
 	if err != nil {

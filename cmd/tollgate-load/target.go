@@ -98,8 +98,12 @@ func scrape(ctx context.Context, url string) (processMetrics, error) {
 
 // freeAddr returns a loopback address with a port free at the time of
 // the call, for a child process to listen on.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freeAddr() (string, error) { return freeAddrOn("127.0.0.1") }
+
+// freeAddrOn is freeAddr on host: loopback, or the address an agent's
+// Envoys reach it at.
+func freeAddrOn(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", err
 	}
@@ -187,7 +191,7 @@ type tollgateTarget struct {
 func startTollgate(ctx context.Context, o options, work string) (*tollgateTarget, error) {
 	t := &tollgateTarget{o: o, policies: filepath.Join(work, "policies"), apiClient: &http.Client{Timeout: 30 * time.Second}}
 	var err error
-	if t.xds, err = freeAddr(); err != nil {
+	if t.xds, err = freeAddrOn(o.xdsHost); err != nil {
 		return nil, err
 	}
 	if t.admin, err = freeAddr(); err != nil {
@@ -320,7 +324,7 @@ func startFloor(ctx context.Context, o options, work string) (*floorTarget, erro
 	if err != nil {
 		return nil, err
 	}
-	xdsAddr, err := freeAddr()
+	xdsAddr, err := freeAddrOn(o.xdsHost)
 	if err != nil {
 		return nil, err
 	}
