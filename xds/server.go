@@ -98,9 +98,14 @@ type Server struct {
 	// lastEncoded are the pre-encoded forms (wire.go) of the resources
 	// last published, by digest; under publishMu.
 	lastEncoded map[digest]types.Resource
-	mu          sync.RWMutex
-	gateways    map[string]bool // keys with a snapshot from the current config
-	served      map[string]bool // every key ever given a snapshot
+	// lastSnaps are the snapshots last handed to the cache, by gateway,
+	// with the resources they were made of; a gateway whose resources are
+	// the very same messages next time keeps its snapshot, and the cache
+	// is not handed it again. Under publishMu.
+	lastSnaps map[string]publishedGateway
+	mu        sync.RWMutex
+	gateways  map[string]bool // keys with a snapshot from the current config
+	served    map[string]bool // every key ever given a snapshot
 	// requirements of each current gateway's configuration, and the
 	// Gateway object of each key (for conditions); under mu.
 	requirements   map[string][]translate.Requirement
@@ -267,7 +272,24 @@ func (s *Server) Publish(out *translate.Output) error {
 		return digestOf(m)
 	}
 	encoded := make(map[digest]types.Resource, len(s.lastEncoded))
+	published := make(map[string]publishedGateway, len(out.Gateways))
+	kept := map[string]bool{} // keys whose snapshot the cache already holds
 	for _, g := range out.Gateways {
+		if p, ok := s.lastSnaps[g.Key]; ok && sameResources(p.res, g) && carryEncoded(g, digestFn, s.lastEncoded, encoded) {
+			// An unchanged gateway (translate.TranslateIncremental reused
+			// its messages): same snapshot, same versions, nothing to
+			// hand the cache, whose watches of that gateway's Envoys
+			// would all find nothing new.
+			p.res = g
+			published[g.Key] = p
+			snaps[g.Key] = p.snap
+			kept[g.Key] = true
+			if p.rateLimit != nil {
+				snaps[RateLimitSnapshotKey(g.Key)] = p.rateLimit
+				kept[RateLimitSnapshotKey(g.Key)] = true
+			}
+			continue
+		}
 		snap, err := snapshot(g, digestFn)
 		if err != nil {
 			return err
@@ -276,13 +298,16 @@ func (s *Server) Publish(out *translate.Output) error {
 			return err
 		}
 		snaps[g.Key] = snap
+		p := publishedGateway{res: g, snap: snap}
 		if g.RateLimitConfig != nil {
 			rs, err := rateLimitSnapshot(g, digestOf)
 			if err != nil {
 				return err
 			}
 			snaps[RateLimitSnapshotKey(g.Key)] = rs
+			p.rateLimit = rs
 		}
+		published[g.Key] = p
 	}
 	s.mu.RLock()
 	for key := range s.served {
@@ -330,12 +355,18 @@ func (s *Server) Publish(out *translate.Output) error {
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
+		if kept[key] {
+			continue
+		}
 		s.beginConvergence(key, snaps[key])
 		if err := s.cache.SetSnapshot(context.Background(), key, snaps[key]); err != nil {
+			// Some gateways now hold this publication's snapshot, others
+			// the last one's: hand every one over again next time.
+			s.lastSnaps = nil
 			return fmt.Errorf("gateway %s: %w", key, err)
 		}
 	}
-	s.validated, s.lastDigests, s.lastEncoded = validated, digests, encoded
+	s.validated, s.lastDigests, s.lastEncoded, s.lastSnaps = validated, digests, encoded, published
 	s.checkVersions()
 	return nil
 }

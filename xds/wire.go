@@ -2,11 +2,14 @@ package xds
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/tollgate-dev/tollgate/translate"
 )
 
 // Pre-encoded resources.
@@ -87,4 +90,41 @@ func preEncoded(snap *cachev3.Snapshot, digestOf func(proto.Message) (digest, er
 		}
 	}
 	return nil
+}
+
+// publishedGateway is a gateway's last publication: the resources, and the
+// snapshots (the gateway's, and its rate limit service's if any) made of
+// them.
+type publishedGateway struct {
+	res       *translate.GatewayResources
+	snap      *cachev3.Snapshot
+	rateLimit *cachev3.Snapshot
+}
+
+// sameResources reports whether b holds the very messages a held, in the
+// same order: what translate.TranslateIncremental hands over for a gateway
+// it did not translate again.
+func sameResources(a, b *translate.GatewayResources) bool {
+	return a.RateLimitConfig == b.RateLimitConfig &&
+		slices.Equal(a.Listeners, b.Listeners) && slices.Equal(a.Routes, b.Routes) &&
+		slices.Equal(a.Clusters, b.Clusters) && slices.Equal(a.Endpoints, b.Endpoints) &&
+		slices.Equal(a.Secrets, b.Secrets)
+}
+
+// carryEncoded copies the pre-encoded forms of g's resources from known to
+// used, for a gateway whose snapshot is kept; it reports false when one is
+// missing (the snapshot is then made again).
+func carryEncoded(g *translate.GatewayResources, digestOf func(proto.Message) (digest, error), known, used map[digest]types.Resource) bool {
+	for _, r := range g.All() {
+		d, err := digestOf(r)
+		if err != nil {
+			return false
+		}
+		enc, ok := known[d]
+		if !ok {
+			return false
+		}
+		used[d] = enc
+	}
+	return true
 }

@@ -72,3 +72,59 @@ func TestPreEncodedResourcesDecodeToTheOriginal(t *testing.T) {
 		require.Same(t, known[d], enc)
 	}
 }
+
+// TestUnchangedGatewaysKeepTheirSnapshot: after an edit of one gateway of
+// three, the other two keep the very snapshot the cache holds (it is not
+// handed over again, so their Envoys' watches are not woken), their
+// encodings carry over, and the edited gateway gets a new snapshot with a
+// new route version only.
+func TestUnchangedGatewaysKeepTheirSnapshot(t *testing.T) {
+	scheme := policies.NewScheme()
+	build := func(files []modeltest.File) *model.Config {
+		var objs []model.Object
+		for _, f := range files {
+			o, errs := scheme.Decode(f.Name, f.Data)
+			require.Empty(t, errs)
+			objs = append(objs, o...)
+		}
+		cfg, errs := model.BuildConfig(objs, model.Settings{})
+		require.Empty(t, errs)
+		return cfg
+	}
+	s := NewServer(t.Context(), Options{})
+	files := modeltest.GenerateGateways(3, 5, "600s")
+	require.NoError(t, s.Apply(build(files)))
+	keys := make([]string, 3)
+	before := map[string]cachev3.ResourceSnapshot{}
+	for i, gc := range build(files).Gateways {
+		keys[i] = model.GatewayKey(gc.Ref)
+		snap, err := s.cache.GetSnapshot(keys[i])
+		require.NoError(t, err)
+		before[keys[i]] = snap
+	}
+	encodedBefore := len(s.lastEncoded)
+
+	files[1] = modeltest.GatewayFile(1, 5, "601s")
+	require.NoError(t, s.Apply(build(files)))
+	for i, key := range keys {
+		snap, err := s.cache.GetSnapshot(key)
+		require.NoError(t, err)
+		if i != 1 {
+			require.Same(t, before[key], snap, "gateway %s did not change and keeps its snapshot", key)
+			continue
+		}
+		require.NotSame(t, before[key], snap)
+		routeType := "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+		for _, typ := range []string{routeType, "type.googleapis.com/envoy.config.cluster.v3.Cluster", "type.googleapis.com/envoy.config.listener.v3.Listener"} {
+			if typ == routeType {
+				require.NotEqual(t, before[key].GetVersion(typ), snap.GetVersion(typ))
+			} else {
+				require.Equal(t, before[key].GetVersion(typ), snap.GetVersion(typ), typ)
+			}
+		}
+	}
+	require.Len(t, s.lastEncoded, encodedBefore, "every resource still has its one encoding")
+	for _, g := range s.lastOut.Gateways {
+		require.True(t, carryEncoded(g, digestOf, s.lastEncoded, map[digest]types.Resource{}), "%s: an encoding is missing", g.Key)
+	}
+}
