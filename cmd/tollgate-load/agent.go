@@ -39,6 +39,7 @@ type agentStart struct {
 	Gateways       int     `json:"gateways"`
 	Routes         int     `json:"routes"`
 	Edits          int     `json:"edits"`
+	EditGateways   int     `json:"editGateways"`
 	Edit           string  `json:"edit"`
 	LogLevel       string  `json:"logLevel"`
 	TimeoutSeconds float64 `json:"timeoutSeconds"`
@@ -233,7 +234,7 @@ func (a *agent) start(r *http.Request) (any, error) {
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	o := options{gateways: req.Gateways, routes: req.Routes, edits: req.Edits, edit: req.Edit, logLevel: req.LogLevel,
+	o := options{gateways: req.Gateways, routes: req.Routes, edits: req.Edits, editGateways: req.EditGateways, edit: req.Edit, logLevel: req.LogLevel,
 		timeout: time.Duration(req.TimeoutSeconds * float64(time.Second)), tollgate: a.tollgate, xdsHost: a.xdsHost}
 	if err := o.validateScenario(); err != nil {
 		return nil, err
@@ -306,7 +307,7 @@ func startRemote(ctx context.Context, o options, name string) (*remoteTarget, ma
 		client: &http.Client{Timeout: o.timeout + 30*time.Second}}
 	var started agentStarted
 	err := t.call(ctx, http.MethodPost, "/v1/targets", agentStart{Target: name, Gateways: o.gateways, Routes: o.routes,
-		Edits: o.edits, Edit: o.edit, LogLevel: o.logLevel, TimeoutSeconds: o.timeout.Seconds()}, &started)
+		Edits: o.edits, EditGateways: o.editGateways, Edit: o.edit, LogLevel: o.logLevel, TimeoutSeconds: o.timeout.Seconds()}, &started)
 	if err != nil {
 		return nil, machine{}, err
 	}

@@ -19,14 +19,17 @@ type options struct {
 	routes   int
 	edits    int
 	edit     string
-	targets  []string
-	tollgate string
-	parallel int
-	timeout  time.Duration
-	pause    time.Duration
-	output   string
-	workDir  string
-	logLevel string
+	// editGateways is how many gateways (the first ones) each edit
+	// changes; the Envoys of the others must get nothing.
+	editGateways int
+	targets      []string
+	tollgate     string
+	parallel     int
+	timeout      time.Duration
+	pause        time.Duration
+	output       string
+	workDir      string
+	logLevel     string
 	// agent is the URL of a tollgate-load agent that runs the targets on
 	// its machine (agent.go); agentToken authenticates to it.
 	agent          string
@@ -89,6 +92,7 @@ alone.`,
 	f.IntVar(&o.gateways, "gateways", 1, "gateways; the Envoys are spread evenly over them")
 	f.IntVar(&o.routes, "routes", 100, "routes per gateway, each with its own hostname and Backend")
 	f.IntVar(&o.edits, "edits", 10, "edits measured, one after the other")
+	f.IntVar(&o.editGateways, "edit-gateways", 0, "gateways each edit changes, the first ones (default: all); the Envoys of the others must receive nothing")
 	f.StringVar(&o.edit, "edit", editRename, "how an edit reaches tollgate: rename (a file saved atomically, as editors and config management do), inplace (the file rewritten in place) or api (a PUT through the HTTP API, one per gateway)")
 	f.StringSliceVar(&o.targets, "target", []string{targetTollgate, targetFloor}, "what to measure, in order: tollgate, floor (a bare go-control-plane server with the same resources), or both")
 	f.StringVar(&o.tollgate, "tollgate", "", "the tollgate binary (default: tollgate next to this binary, else on PATH)")
@@ -142,12 +146,17 @@ func (o *options) validateScenario() error {
 		return fmt.Errorf("--routes must be at least 1")
 	case o.edits < 1:
 		return fmt.Errorf("--edits must be at least 1")
+	case o.editGateways < 0 || o.editGateways > o.gateways:
+		return fmt.Errorf("--edit-gateways must be between 1 and --gateways (%d); 0 means all", o.gateways)
 	case !slices.Contains([]string{editRename, editInPlace, editAPI}, o.edit):
 		return fmt.Errorf("--edit %q: want rename, inplace or api", o.edit)
 	case !slices.Contains([]string{"debug", "info", "warn", "error"}, o.logLevel):
 		return fmt.Errorf("--tollgate-log-level %q: want debug, info, warn or error", o.logLevel)
 	case o.timeout <= 0:
 		return fmt.Errorf("--timeout must be positive")
+	}
+	if o.editGateways == 0 {
+		o.editGateways = o.gateways
 	}
 	return nil
 }

@@ -25,6 +25,8 @@ import (
 type fleet struct {
 	clients []*envoysim.Client
 	delta   int
+	// edited[i] says whether the edits change client i's gateway.
+	edited []bool
 	// got[i][k] is the time (Unix nanoseconds) client i accepted edit k;
 	// 0 until then.
 	got [][]atomic.Int64
@@ -42,17 +44,29 @@ type fleet struct {
 	closing  atomic.Bool
 }
 
-// newFleet prepares the record of a fleet of n clients and edits edits.
-func newFleet(n, edits int) *fleet {
+// newFleet prepares the record of a fleet of n clients and edits edits,
+// which change the gateways of the clients edited says.
+func newFleet(n, edits int, edited func(i int) bool) *fleet {
 	f := &fleet{got: make([][]atomic.Int64, n), remaining: make([]int, edits+1), done: make([]chan struct{}, edits+1), failed: make(chan struct{})}
 	f.first = make([]chan struct{}, n)
+	f.edited = make([]bool, n)
+	changed := 0
 	for i := range f.got {
 		f.got[i] = make([]atomic.Int64, edits+1)
 		f.first[i] = make(chan struct{})
+		if f.edited[i] = edited(i); f.edited[i] {
+			changed++
+		}
 	}
 	for k := range f.done {
-		f.remaining[k] = n
+		f.remaining[k] = changed
+		if k == 0 {
+			f.remaining[k] = n
+		}
 		f.done[k] = make(chan struct{})
+		if f.remaining[k] == 0 {
+			close(f.done[k])
+		}
 	}
 	return f
 }
@@ -168,15 +182,29 @@ func (f *fleet) wait(ctx context.Context, k int, timeout time.Duration) error {
 		f.mu.Lock()
 		left := f.remaining[k]
 		f.mu.Unlock()
-		return fmt.Errorf("%d of %d Envoys still without edit %d after %v", left, len(f.clients), k, timeout)
+		return fmt.Errorf("%d of the edited gateways' Envoys still without edit %d after %v", left, k, timeout)
 	}
 }
 
-// latencies are, for edit k made at start, each client's time to it.
+// editedCount is the number of clients whose gateway the edits change.
+func (f *fleet) editedCount() int {
+	n := 0
+	for _, e := range f.edited {
+		if e {
+			n++
+		}
+	}
+	return n
+}
+
+// latencies are, for edit k made at start, each edited client's time to
+// it.
 func (f *fleet) latencies(k int, start time.Time) []time.Duration {
-	out := make([]time.Duration, len(f.got))
+	out := make([]time.Duration, 0, len(f.got))
 	for i := range f.got {
-		out[i] = time.Unix(0, f.got[i][k].Load()).Sub(start)
+		if f.edited[i] {
+			out = append(out, time.Unix(0, f.got[i][k].Load()).Sub(start))
+		}
 	}
 	return out
 }
@@ -186,11 +214,15 @@ func (f *fleet) versions(i int) map[string]string {
 	return f.clients[i].State().Versions
 }
 
-// responses counts, by short type name, the responses the whole fleet
-// has received so far.
-func (f *fleet) responses() map[string]int {
+// responses counts, by short type name, the responses the clients whose
+// gateway the edits change (edited) or the others (!edited) have received
+// so far.
+func (f *fleet) responses(edited bool) map[string]int {
 	out := map[string]int{}
-	for _, c := range f.clients {
+	for i, c := range f.clients {
+		if f.edited[i] != edited {
+			continue
+		}
 		for _, r := range c.History() {
 			out[r.TypeURL[strings.LastIndex(r.TypeURL, ".")+1:]]++
 		}

@@ -34,7 +34,7 @@ const floorReady = "ready"
 func newFloorCommand() *cobra.Command {
 	var (
 		dir, xdsAddr, metricsAddr string
-		gateways, edits           int
+		gateways, edited, edits   int
 	)
 	cmd := &cobra.Command{
 		Use:   "floor",
@@ -51,13 +51,14 @@ line, on its standard input, and ends at the end of that input.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serveFloor(cmd.Context(), dir, gateways, edits, xdsAddr, metricsAddr)
+			return serveFloor(cmd.Context(), dir, gateways, edited, edits, xdsAddr, metricsAddr)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&dir, "policies", "", "the scenario's policy directory")
 	f.IntVar(&gateways, "gateways", 1, "gateways in the scenario")
 	f.IntVar(&edits, "edits", 1, "edits to prepare")
+	f.IntVar(&edited, "edit-gateways", 1, "gateways each edit changes, the first ones")
 	f.StringVar(&xdsAddr, "xds-addr", "127.0.0.1:0", "xDS address")
 	f.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:0", "address of /metrics")
 	return cmd
@@ -69,20 +70,26 @@ type clusterHash struct{}
 
 func (clusterHash) ID(node *corev3.Node) string { return node.GetCluster() }
 
-func serveFloor(ctx context.Context, dir string, gateways, edits int, xdsAddr, metricsAddr string) error {
-	steps, err := floorSnapshots(dir, gateways, edits)
+func serveFloor(ctx context.Context, dir string, gateways, edited, edits int, xdsAddr, metricsAddr string) error {
+	steps, err := floorSnapshots(dir, gateways, edited, edits)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cache := cachev3.NewSnapshotCache(true, clusterHash{}, nil)
+	// Only the snapshots an edit changes are set, as tollgate sets them.
+	var current map[string]*cachev3.Snapshot
 	set := func(k int) error {
 		for key, snap := range steps[k] {
+			if prev, ok := current[key]; ok && sameSnapshotVersions(prev, snap) {
+				continue
+			}
 			if err := cache.SetSnapshot(ctx, key, snap); err != nil {
 				return err
 			}
 		}
+		current = steps[k]
 		return nil
 	}
 	if err := set(0); err != nil {
@@ -142,7 +149,7 @@ func serveFloor(ctx context.Context, dir string, gateways, edits int, xdsAddr, m
 // floorSnapshots translates the scenario for the initial state and every
 // edit, as tollgate serve would (same decoder, settings and translator),
 // into one snapshot per gateway.
-func floorSnapshots(dir string, gateways, edits int) ([]map[string]*cachev3.Snapshot, error) {
+func floorSnapshots(dir string, gateways, edited, edits int) ([]map[string]*cachev3.Snapshot, error) {
 	scheme := policies.NewScheme()
 	var base []model.Object
 	entries, err := os.ReadDir(dir)
@@ -166,7 +173,7 @@ func floorSnapshots(dir string, gateways, edits int) ([]map[string]*cachev3.Snap
 	}
 	steps := make([]map[string]*cachev3.Snapshot, edits+1)
 	for k := range steps {
-		objs, errs := scheme.Decode(filepath.Join(dir, editFile), editYAML(gateways, k))
+		objs, errs := scheme.Decode(filepath.Join(dir, editFile), editYAML(gateways, edited, k))
 		if len(errs) > 0 {
 			return nil, fmt.Errorf("floor: %v", errs)
 		}
@@ -191,4 +198,15 @@ func floorSnapshots(dir string, gateways, edits int) ([]map[string]*cachev3.Snap
 		}
 	}
 	return steps, nil
+}
+
+// sameSnapshotVersions reports whether two snapshots hold the same version
+// of every type (versions are content hashes).
+func sameSnapshotVersions(a, b *cachev3.Snapshot) bool {
+	for i := range a.Resources {
+		if a.Resources[i].Version != b.Resources[i].Version {
+			return false
+		}
+	}
+	return true
 }

@@ -89,6 +89,25 @@ func TestLoadToolMeasuresTollgateAndFloor(t *testing.T) {
 		})
 	}
 
+	t.Run("one gateway of four edited", func(t *testing.T) {
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "tollgate-load"),
+			"--envoys", "20", "--gateways", "4", "--edit-gateways", "1", "--routes", "5", "--edits", "2", "--pause", "50ms",
+			"--timeout", "1m", "-o", "json")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		require.NoError(t, cmd.Run(), "stderr:\n%s", stderr.String())
+		var rep report
+		require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), stdout.String())
+		require.Equal(t, 1, rep.Scenario.EditGateways)
+		require.Len(t, rep.Targets, 2)
+		for _, tr := range rep.Targets {
+			require.Equal(t, 5*2, tr.Samples, "%s: gateway gw-000's 5 Envoys × 2 edits", tr.Target)
+			require.Equal(t, map[string]float64{"RouteConfiguration": 1}, tr.ResponsesPerEnvoyPerEdit, tr.Target)
+			require.Zero(t, tr.UneditedResponses, "%s: the Envoys of the gateways no edit changed got responses", tr.Target)
+		}
+		require.True(t, *rep.SameResources, stdout.String())
+	})
+
 	t.Run("text", func(t *testing.T) {
 		out, err := exec.CommandContext(ctx, filepath.Join(bin, "tollgate-load"),
 			"--envoys", "4", "--routes", "5", "--edits", "1", "--pause", "0s", "--timeout", "1m").CombinedOutput()
@@ -100,12 +119,13 @@ func TestLoadToolMeasuresTollgateAndFloor(t *testing.T) {
 
 	t.Run("refuses bad options", func(t *testing.T) {
 		for args, want := range map[string]string{
-			"--edit copy":      `--edit "copy": want rename, inplace or api`,
-			"--target envoy":   `--target "envoy": want tollgate or floor`,
-			"--delta 2":        "--delta is a fraction",
-			"--tollgate /nope": "/nope",
-			"--envoys 0":       "--envoys must be at least 1",
-			"--gateways 1000":  "--gateways must be between 1 and 999",
+			"--edit copy":       `--edit "copy": want rename, inplace or api`,
+			"--target envoy":    `--target "envoy": want tollgate or floor`,
+			"--delta 2":         "--delta is a fraction",
+			"--tollgate /nope":  "/nope",
+			"--envoys 0":        "--envoys must be at least 1",
+			"--gateways 1000":   "--gateways must be between 1 and 999",
+			"--edit-gateways 2": "--edit-gateways must be between 1 and --gateways (1)",
 		} {
 			out, err := exec.CommandContext(ctx, filepath.Join(bin, "tollgate-load"), append(strings.Fields(args), "--timeout", "5s")...).CombinedOutput()
 			require.Error(t, err, args)
@@ -117,22 +137,29 @@ func TestLoadToolMeasuresTollgateAndFloor(t *testing.T) {
 const routeType = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 
 // TestEditOfReadsTheTranslatedRoute checks that the marker clients look
-// for is where tollgate's translation puts it.
+// for is where tollgate's translation puts it, for the gateways an edit
+// changes, and that the others keep the initial one.
 func TestEditOfReadsTheTranslatedRoute(t *testing.T) {
 	dir := t.TempDir()
-	o := options{gateways: 2, routes: 3, edit: editRename}
+	o := options{gateways: 2, routes: 3, edit: editRename, editGateways: 2}
 	require.NoError(t, writeScenario(dir, o))
-	for k := range 3 {
-		snaps, err := floorSnapshots(dir, 2, k)
-		require.NoError(t, err)
-		require.Len(t, snaps, k+1)
-		for step, gws := range snaps {
-			require.Len(t, gws, 2)
-			for key, snap := range gws {
-				res := snap.GetResources(routeType)
-				require.Len(t, res, 1, key)
-				for _, r := range res {
-					require.Equal(t, step, editOf(r.(*routev3.RouteConfiguration)), "gateway %s, edit %d", key, step)
+	for _, edited := range []int{1, 2} {
+		for k := range 3 {
+			snaps, err := floorSnapshots(dir, 2, edited, k)
+			require.NoError(t, err)
+			require.Len(t, snaps, k+1)
+			for step, gws := range snaps {
+				require.Len(t, gws, 2)
+				for key, snap := range gws {
+					g := 0
+					if strings.HasSuffix(key, gatewayName(1)) {
+						g = 1
+					}
+					res := snap.GetResources(routeType)
+					require.Len(t, res, 1, key)
+					for _, r := range res {
+						require.Equal(t, editAt(g, edited, step), editOf(r.(*routev3.RouteConfiguration)), "gateway %s, edit %d of %d gateways", key, step, edited)
+					}
 				}
 			}
 		}

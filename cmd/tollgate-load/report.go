@@ -31,6 +31,7 @@ type scenario struct {
 	Gateways         int     `json:"gateways"`
 	RoutesPerGateway int     `json:"routesPerGateway"`
 	Edits            int     `json:"edits"`
+	EditGateways     int     `json:"editGateways"`
 	Edit             string  `json:"edit"`
 	PauseMs          float64 `json:"pauseMs"`
 }
@@ -62,13 +63,16 @@ type targetReport struct {
 	CPUConnectSeconds   float64      `json:"cpuConnectSeconds"`
 	CPUPerEditSeconds   float64      `json:"cpuPerEditSeconds"`
 	// ResponsesPerEnvoyPerEdit counts, by type, the responses the edits
-	// caused, per Envoy and edit.
+	// caused, per Envoy of an edited gateway and edit.
 	ResponsesPerEnvoyPerEdit map[string]float64 `json:"responsesPerEnvoyPerEdit"`
-	Idle                     processMetrics     `json:"idle"`
-	Connected                processMetrics     `json:"connected"`
-	After                    processMetrics     `json:"after"`
-	InitialVersions          map[string]string  `json:"initialVersions"`
-	FinalVersions            map[string]string  `json:"finalVersions"`
+	// UneditedResponses counts the responses the Envoys of the gateways
+	// the edits left alone received during the edits: none is right.
+	UneditedResponses int               `json:"uneditedResponses"`
+	Idle              processMetrics    `json:"idle"`
+	Connected         processMetrics    `json:"connected"`
+	After             processMetrics    `json:"after"`
+	InitialVersions   map[string]string `json:"initialVersions"`
+	FinalVersions     map[string]string `json:"finalVersions"`
 }
 
 // editReport is one edit: how long handing it over took (the PUTs, for API
@@ -115,8 +119,12 @@ func (r *report) write(w io.Writer, format string) error {
 	if s.Gateways == 1 {
 		plural = ""
 	}
-	fmt.Fprintf(w, "%d Envoys (%.0f%% on Delta ADS), %d gateway%s × %d routes, %d edits by %s\n",
-		s.Envoys, s.DeltaFraction*100, s.Gateways, plural, s.RoutesPerGateway, s.Edits, s.Edit)
+	scope := ""
+	if s.EditGateways > 0 && s.EditGateways < s.Gateways {
+		scope = fmt.Sprintf(" of %d gateway%s", s.EditGateways, map[bool]string{true: "", false: "s"}[s.EditGateways == 1])
+	}
+	fmt.Fprintf(w, "%d Envoys (%.0f%% on Delta ADS), %d gateway%s × %d routes, %d edits%s by %s\n",
+		s.Envoys, s.DeltaFraction*100, s.Gateways, plural, s.RoutesPerGateway, s.Edits, scope, s.Edit)
 	m := r.Machine
 	if t := r.TargetMachine; t != nil {
 		fmt.Fprintf(w, "control plane (agent): %d CPUs %s, %s/%s, %s\n", t.CPUs, t.CPUModel, t.OS, t.Arch, t.Go)
@@ -150,7 +158,11 @@ func (r *report) write(w io.Writer, format string) error {
 		for i, typ := range types {
 			parts[i] = fmt.Sprintf("%s %.2f", typ, t.ResponsesPerEnvoyPerEdit[typ])
 		}
-		fmt.Fprintf(w, "  %-9s %s\n", t.Target, strings.Join(parts, ", "))
+		unedited := ""
+		if scope != "" {
+			unedited = fmt.Sprintf("; the other gateways' Envoys: %d in all", t.UneditedResponses)
+		}
+		fmt.Fprintf(w, "  %-9s %s%s\n", t.Target, strings.Join(parts, ", "), unedited)
 	}
 	fmt.Fprintln(w, "\nper edit (handover, median, last Envoy):")
 	for _, t := range r.Targets {

@@ -80,7 +80,8 @@ func measure(ctx context.Context, o options, work, name string, rep *report) (ta
 		return tr, err
 	}
 
-	f := newFleet(o.envoys, o.edits)
+	// Envoy i belongs to gateway i % gateways (fleet.connect).
+	f := newFleet(o.envoys, o.edits, func(i int) bool { return i%o.gateways < o.editGateways })
 	defer f.close()
 	start := time.Now()
 	if err := f.connect(ctx, t.xdsAddr(), o); err != nil {
@@ -96,7 +97,7 @@ func measure(ctx context.Context, o options, work, name string, rep *report) (ta
 		return tr, err
 	}
 
-	before := f.responses()
+	before, beforeUnedited := f.responses(true), f.responses(false)
 	var all []time.Duration
 	for k := 1; k <= o.edits; k++ {
 		start := time.Now()
@@ -120,13 +121,18 @@ func measure(ctx context.Context, o options, work, name string, rep *report) (ta
 		return tr, err
 	}
 	tr.FinalVersions = f.versions(0)
-	// What the edits cost in responses: each should send every Envoy one
-	// route configuration and nothing else.
+	// What the edits cost in responses: each should send every Envoy of
+	// an edited gateway one route configuration and nothing else, and the
+	// other Envoys nothing.
+	edited := f.editedCount()
 	tr.ResponsesPerEnvoyPerEdit = map[string]float64{}
-	for typ, n := range f.responses() {
+	for typ, n := range f.responses(true) {
 		if d := n - before[typ]; d > 0 {
-			tr.ResponsesPerEnvoyPerEdit[typ] = float64(d) / float64(o.envoys*o.edits)
+			tr.ResponsesPerEnvoyPerEdit[typ] = float64(d) / float64(edited*o.edits)
 		}
+	}
+	for typ, n := range f.responses(false) {
+		tr.UneditedResponses += n - beforeUnedited[typ]
 	}
 	tr.Samples = len(all)
 	tr.P50Ms = ms(percentile(all, 0.50))
@@ -154,7 +160,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func scenarioOf(o options) scenario {
 	return scenario{
 		Envoys: o.envoys, DeltaFraction: o.delta, Gateways: o.gateways, RoutesPerGateway: o.routes,
-		Edits: o.edits, Edit: o.edit, PauseMs: ms(o.pause),
+		Edits: o.edits, EditGateways: o.editGateways, Edit: o.edit, PauseMs: ms(o.pause),
 	}
 }
 

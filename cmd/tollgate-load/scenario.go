@@ -46,16 +46,27 @@ spec:
 `, editRouteRef(g).Name, gatewayName(g), editHostname, gatewayName(g), editBase+k)
 }
 
-// editYAML is the edit file at edit k: every gateway's edited route.
-func editYAML(gateways, k int) []byte {
+// editYAML is the edit file at edit k: every gateway's edited route, at
+// edit k for the first edited gateways and as first written for the
+// others.
+func editYAML(gateways, edited, k int) []byte {
 	var b bytes.Buffer
 	for g := range gateways {
 		if g > 0 {
 			b.WriteString("---\n")
 		}
-		b.Write(editRouteYAML(g, k))
+		b.Write(editRouteYAML(g, editAt(g, edited, k)))
 	}
 	return b.Bytes()
+}
+
+// editAt is the edit gateway g's route holds at edit k when each edit
+// changes the first edited gateways.
+func editAt(g, edited, k int) int {
+	if g < edited {
+		return k
+	}
+	return 0
 }
 
 // writeScenario writes the gateways' files into dir, and the edit file
@@ -72,7 +83,7 @@ func writeScenario(dir string, o options) error {
 	if o.edit == editAPI {
 		return nil
 	}
-	return os.WriteFile(filepath.Join(dir, editFile), editYAML(o.gateways, 0), 0o644)
+	return os.WriteFile(filepath.Join(dir, editFile), editYAML(o.gateways, o.editGateways, 0), 0o644)
 }
 
 // editOf returns the edit a route configuration holds, or -1 if it holds

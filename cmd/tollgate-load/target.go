@@ -270,21 +270,26 @@ func (t *tollgateTarget) edit(ctx context.Context, k int) error {
 	switch t.o.edit {
 	case editRename:
 		tmp := filepath.Join(t.policies, "."+editFile+".tmp")
-		if err := os.WriteFile(tmp, editYAML(t.o.gateways, k), 0o644); err != nil {
+		if err := os.WriteFile(tmp, editYAML(t.o.gateways, t.o.editGateways, k), 0o644); err != nil {
 			return err
 		}
 		return os.Rename(tmp, path)
 	case editInPlace:
-		return os.WriteFile(path, editYAML(t.o.gateways, k), 0o644)
+		return os.WriteFile(path, editYAML(t.o.gateways, t.o.editGateways, k), 0o644)
 	default:
 		return t.putEditRoutes(ctx, k)
 	}
 }
 
-// putEditRoutes writes every gateway's edited route at edit k through the
-// API, one PUT each.
+// putEditRoutes writes the edited route of every gateway edit k changes
+// (all of them for the initial state, k = 0) through the API, one PUT
+// each.
 func (t *tollgateTarget) putEditRoutes(ctx context.Context, k int) error {
-	for g := range t.o.gateways {
+	n := t.o.editGateways
+	if k == 0 {
+		n = t.o.gateways
+	}
+	for g := range n {
 		url := "http://" + t.admin + store.ObjectPath(editRouteRef(g))
 		req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(editRouteYAML(g, k)))
 		if err != nil {
@@ -333,7 +338,7 @@ func startFloor(ctx context.Context, o options, work string) (*floorTarget, erro
 		return nil, err
 	}
 	cmd := exec.Command(self, "floor", "--policies", filepath.Join(work, "policies"),
-		"--gateways", strconv.Itoa(o.gateways), "--edits", strconv.Itoa(o.edits),
+		"--gateways", strconv.Itoa(o.gateways), "--edit-gateways", strconv.Itoa(o.editGateways), "--edits", strconv.Itoa(o.edits),
 		"--xds-addr", xdsAddr, "--metrics-addr", metricsAddr)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
