@@ -102,6 +102,10 @@ type GatewayConfig struct {
 	// GuardRails are the gateway-scope GuardRailsPolicy's content
 	// settings (model lists, output cap, prompt patterns, body size).
 	GuardRails *GuardRailSettings
+	// DNSPolicy is the gateway-scope DNSPolicy whose defaults the
+	// gateway's backends carry (BackendDNS.Gateways), or nil: what a
+	// version requirement of those defaults names.
+	DNSPolicy *Ref
 }
 
 // ListenerConfig is one listener and the routes attached to it, sorted by

@@ -1,6 +1,8 @@
 package translate_test
 
 import (
+	"bytes"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -117,4 +119,56 @@ func goldenAndExampleConfigs(t *testing.T) []namedConfig {
 		}})
 	}
 	return out
+}
+
+// TestReusedGatewayKeepsItsRequirements: a reused gateway keeps the
+// version requirements of its last translation, which name the policy that
+// asked; renaming the gateway's DNSPolicy (same settings) changes the
+// gateway's resolved configuration, so it is translated again and its
+// requirements name the new policy, as a full translation does.
+func TestReusedGatewayKeepsItsRequirements(t *testing.T) {
+	in, err := os.ReadFile("testdata/in/dns-min-refresh-rate.yaml")
+	require.NoError(t, err)
+	build := func(data []byte) *model.Config {
+		objs, errs := policies.NewScheme().Decode("dns.yaml", data)
+		require.Empty(t, errs)
+		cfg, err := store.New(store.Options{})
+		require.NoError(t, err)
+		c, err := cfg.Replace("test", objs, nil)
+		require.NoError(t, err)
+		return c
+	}
+	names := func(out *translate.Output, key string) []string {
+		for _, g := range out.Gateways {
+			if g.Key == key {
+				var objects []string
+				for _, r := range g.Requirements {
+					objects = append(objects, r.Object)
+				}
+				return objects
+			}
+		}
+		t.Fatalf("no gateway %s", key)
+		return nil
+	}
+	prevCfg := build(in)
+	prev, err := translate.Translate(prevCfg)
+	require.NoError(t, err)
+	require.Contains(t, names(prev, "egress"), "DNSPolicy/egress-defaults")
+
+	same, err := translate.TranslateIncremental(build(in), prevCfg, prev)
+	require.NoError(t, err)
+	for i := range prev.Gateways {
+		require.Same(t, prev.Gateways[i].Routes[0], same.Gateways[i].Routes[0], "%s is reused", prev.Gateways[i].Key)
+		require.Equal(t, prev.Gateways[i].Requirements, same.Gateways[i].Requirements)
+	}
+
+	renamed := build(bytes.ReplaceAll(in, []byte("name: egress-defaults"), []byte("name: egress-dns")))
+	inc, err := translate.TranslateIncremental(renamed, prevCfg, prev)
+	require.NoError(t, err)
+	full, err := translate.Translate(renamed)
+	require.NoError(t, err)
+	requireSameOutput(t, full, inc, "DNSPolicy renamed")
+	require.Contains(t, names(inc, "egress"), "DNSPolicy/egress-dns")
+	require.NotContains(t, names(inc, "egress"), "DNSPolicy/egress-defaults")
 }

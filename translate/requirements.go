@@ -101,11 +101,11 @@ func MaxVersion(rs []Requirement) Version {
 // version-bound field (a backend's cluster, its OAuth2 token cluster, ...)
 // is covered by the one check next to where the field is set, and the model
 // to name the object that asked for it. Sorted, without duplicates.
-func requirementsOf(cfg *model.Config, byCluster map[string]clusterOwner, g *model.GatewayConfig, gr *GatewayResources) []Requirement {
+func requirementsOf(byCluster map[string]clusterOwner, g *model.GatewayConfig, gr *GatewayResources) []Requirement {
 	seen := map[Requirement]bool{}
 	var out []Requirement
 	for _, c := range gr.Clusters {
-		for _, r := range clusterRequirements(cfg, g, byCluster[c.GetName()], c) {
+		for _, r := range clusterRequirements(g, byCluster[c.GetName()], c) {
 			if !seen[r] {
 				seen[r] = true
 				out = append(out, r)
@@ -162,7 +162,7 @@ func clusterOwners(cfg *model.Config) map[string]clusterOwner {
 	return out
 }
 
-func clusterRequirements(cfg *model.Config, g *model.GatewayConfig, owner clusterOwner, c *clusterv3.Cluster) []Requirement {
+func clusterRequirements(g *model.GatewayConfig, owner clusterOwner, c *clusterv3.Cluster) []Requirement {
 	dc := dnsClusterOf(c)
 	if dc == nil {
 		return nil
@@ -172,7 +172,7 @@ func clusterRequirements(cfg *model.Config, g *model.GatewayConfig, owner cluste
 		out = append(out, Requirement{
 			Feature:    f.feature,
 			MinVersion: f.minVersion,
-			Object:     dnsPolicyOf(cfg, g, owner, f),
+			Object:     dnsPolicyOf(g, owner, f),
 			Setting:    f.setting,
 			Field:      f.field,
 		})
@@ -191,24 +191,14 @@ type feature struct {
 // dnsPolicyOf names the DNSPolicy whose setting reached the cluster: the
 // backend's own when it sets it (DNSSettings.Over: the backend's wins),
 // else the gateway's defaults.
-func dnsPolicyOf(cfg *model.Config, g *model.GatewayConfig, owner clusterOwner, f feature) string {
+func dnsPolicyOf(g *model.GatewayConfig, owner clusterOwner, f feature) string {
 	if b := owner.backend; b != nil && !owner.token && b.DNS.Policy != nil && dnsSets(b.DNS.Backend, f) {
 		return b.DNS.Policy.String()
 	}
-	// The gateway-scope policy is not kept in the model; the first
-	// DNSPolicy by identity that targets the gateway is the one lowering
-	// applies unless policies conflict (the loser then has a condition).
-	for _, o := range cfg.Objects {
-		p, ok := o.(model.Policy)
-		if !ok || o.GetTypeMeta().Kind != "DNSPolicy" {
-			continue
-		}
-		ns := model.RefOf(o).Namespace
-		for _, t := range p.Targets() {
-			if t.Kind == model.KindGateway && t.Ref(ns) == g.Ref {
-				return model.RefOf(o).String()
-			}
-		}
+	// The gateway-scope policy that lowering applied (the winner, when
+	// several target the gateway).
+	if g.DNSPolicy != nil {
+		return g.DNSPolicy.String()
 	}
 	return "the DNSPolicy of " + g.Ref.String()
 }

@@ -78,9 +78,10 @@ func Translate(cfg *model.Config) (*Output, error) {
 // translation reads nothing but its GatewayConfig (everything reachable
 // from it: listeners, routes, backends and their lowered settings, a
 // Parent-mode gateway's parent) and cfg.Settings, which must be equal too.
-// Requirements, which also read cfg.Backends and cfg.Objects (to name the
-// policy that asked), are computed again for every gateway. prevCfg and
-// prev may be nil.
+// A reused gateway keeps its Requirements as well: they read its
+// resources and its GatewayConfig only (the owner of each cluster is a
+// backend the GatewayConfig reaches, and the policy they name is recorded
+// in it). prevCfg and prev may be nil.
 func TranslateIncremental(cfg, prevCfg *model.Config, prev *Output) (*Output, error) {
 	var (
 		prevGateways  map[string]*model.GatewayConfig
@@ -97,23 +98,25 @@ func TranslateIncremental(cfg, prevCfg *model.Config, prev *Output) (*Output, er
 		}
 	}
 	out := &Output{}
-	owners := clusterOwners(cfg)
+	var owners map[string]clusterOwner // made for the first gateway translated
 	for _, g := range cfg.Gateways {
 		key := model.GatewayKey(g.Ref)
-		var gr *GatewayResources
 		if pg, pr := prevGateways[key], prevResources[key]; pg != nil && pr != nil && same(pg, g) {
-			reused := *pr // the resources are shared, never changed; Requirements is set below
-			gr = &reused
-		} else {
-			var err error
-			if gr, err = translateGateway(cfg, g); err != nil {
-				return nil, err
-			}
-			if g.Parent == nil {
-				gr.RateLimitConfig = RateLimitConfigOf(g)
-			}
+			reused := *pr // the resources and requirements are shared, never changed
+			out.Gateways = append(out.Gateways, &reused)
+			continue
 		}
-		gr.Requirements = requirementsOf(cfg, owners, g, gr)
+		gr, err := translateGateway(cfg, g)
+		if err != nil {
+			return nil, err
+		}
+		if g.Parent == nil {
+			gr.RateLimitConfig = RateLimitConfigOf(g)
+		}
+		if owners == nil {
+			owners = clusterOwners(cfg)
+		}
+		gr.Requirements = requirementsOf(owners, g, gr)
 		out.Gateways = append(out.Gateways, gr)
 	}
 	sort.Slice(out.Gateways, func(i, j int) bool { return out.Gateways[i].Key < out.Gateways[j].Key })

@@ -284,6 +284,8 @@ func lower(ctx policy.Context, pol model.Policy, target model.Ref) {
 	switch target.Kind {
 	case model.KindGateway:
 		g := ctx.Index.Gateways[target]
+		ref := model.RefOf(p)
+		g.DNSPolicy = &ref
 		for _, l := range g.Listeners {
 			for _, r := range l.Routes {
 				for _, rule := range r.Rules {
