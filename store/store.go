@@ -367,7 +367,6 @@ func (s *Store) apply(txn *memdb.Txn, decodeErrs model.Violations, decoded time.
 		return nil, err
 	}
 	s.countGenerations(cfg)
-	s.opts.DNS.retain(policies.ReverseDNSChecks(cfg))
 	if s.opts.Log != nil {
 		auditRegions(s.opts.Log, s.current, cfg)
 	}
@@ -451,6 +450,11 @@ func (s *Store) resolve(txn *memdb.Txn, decodeErrs model.Violations, decoded tim
 			}
 			return nil, err
 		}
+	}
+	if !preview {
+		// The reverse-DNS checks the served policies ask for: the others'
+		// results are forgotten.
+		s.opts.DNS.retain(checks)
 	}
 	return cfg, nil
 }
