@@ -11,30 +11,17 @@ import (
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/store"
 	"github.com/tollgate-dev/tollgate/translate"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 )
 
 var benchSizes = []int{100, 1000, 10000}
 
 func benchConfig(b *testing.B, routes int) *model.Config {
 	b.Helper()
-	objs := decodeGenerated(b, routes)
+	objs := translatetest.DecodeFiles(b, modeltest.GenerateFiles(routes))
 	cfg, errs := model.BuildConfig(objs, model.Settings{})
 	require.Empty(b, errs)
 	return cfg
-}
-
-// decodeGenerated decodes a generated policy set of n routes, kept in
-// files of at most 1 MiB as policy files must be.
-func decodeGenerated(b *testing.B, n int) []model.Object {
-	b.Helper()
-	scheme := policies.NewScheme()
-	var objs []model.Object
-	for _, f := range modeltest.GenerateFiles(n) {
-		o, errs := scheme.Decode(f.Name, f.Data)
-		require.Empty(b, errs)
-		objs = append(objs, o...)
-	}
-	return objs
 }
 
 // BenchmarkTranslate measures model.Config → Envoy resources.
@@ -136,7 +123,7 @@ spec:
 func BenchmarkTranslateGuardRails(b *testing.B) {
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
-			objs := decodeGenerated(b, n)
+			objs := translatetest.DecodeFiles(b, modeltest.GenerateFiles(n))
 			extra, errs := policies.NewScheme().Decode("guardrails.yaml", []byte(guardRailsDoc))
 			require.Empty(b, errs)
 			st, err := store.New(store.Options{}) // lowers the policies, as serve does

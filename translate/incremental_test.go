@@ -17,21 +17,6 @@ import (
 	"github.com/tollgate-dev/tollgate/translate/translatetest"
 )
 
-// buildFiles decodes and resolves generated files.
-func buildFiles(t *testing.T, files []modeltest.File) *model.Config {
-	t.Helper()
-	scheme := policies.NewScheme()
-	var objs []model.Object
-	for _, f := range files {
-		o, errs := scheme.Decode(f.Name, f.Data)
-		require.Empty(t, errs)
-		objs = append(objs, o...)
-	}
-	cfg, errs := model.BuildConfig(objs, model.Settings{})
-	require.Empty(t, errs)
-	return cfg
-}
-
 // requireSameOutput checks that two outputs hold equal resources.
 func requireSameOutput(t *testing.T, want, got *translate.Output, what string) {
 	t.Helper()
@@ -71,7 +56,7 @@ func TestTranslateIncrementalIsTranslate(t *testing.T) {
 	before := modeltest.GenerateGateways(3, 5, "600s")
 	after := append([]modeltest.File(nil), before...)
 	after[1] = modeltest.GatewayFile(1, 5, "601s")
-	prevCfg, cfg := buildFiles(t, before), buildFiles(t, after)
+	prevCfg, cfg := translatetest.BuildFiles(t, before), translatetest.BuildFiles(t, after)
 	// Unchanged files share their objects, as the store's file cache does.
 	prev, err := translate.Translate(prevCfg)
 	require.NoError(t, err)

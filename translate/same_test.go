@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/model/modeltest"
 	"github.com/tollgate-dev/tollgate/translate"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 )
 
 // requireAgree checks that same answers as reflect.DeepEqual, and that the
@@ -88,8 +89,8 @@ func TestSameIsDeepEqual(t *testing.T) {
 	require.NotZero(t, checked)
 
 	// Generated gateways differ in a few fields only.
-	x := buildFiles(t, modeltest.GenerateGateways(2, 3, "600s"))
-	y := buildFiles(t, append(modeltest.GenerateGateways(1, 3, "600s"), modeltest.GatewayFile(1, 3, "601s")))
+	x := translatetest.BuildFiles(t, modeltest.GenerateGateways(2, 3, "600s"))
+	y := translatetest.BuildFiles(t, append(modeltest.GenerateGateways(1, 3, "600s"), modeltest.GatewayFile(1, 3, "601s")))
 	requireAgree(t, x.Gateways[0], y.Gateways[0], true, "generated, unchanged")
 	requireAgree(t, x.Gateways[1], y.Gateways[1], false, "generated, one timeout changed")
 }

@@ -9,30 +9,16 @@ import (
 
 	"github.com/tollgate-dev/tollgate/model"
 	"github.com/tollgate-dev/tollgate/model/modeltest"
-	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 	"github.com/tollgate-dev/tollgate/xds"
 )
 
 func benchConfig(b *testing.B, n int) *model.Config {
 	b.Helper()
-	objs := decodeGenerated(b, n)
+	objs := translatetest.DecodeFiles(b, modeltest.GenerateFiles(n))
 	cfg, errs := model.BuildConfig(objs, model.Settings{})
 	require.Empty(b, errs)
 	return cfg
-}
-
-// decodeGenerated decodes a generated policy set of n routes, kept in
-// files of at most 1 MiB as policy files must be.
-func decodeGenerated(b *testing.B, n int) []model.Object {
-	b.Helper()
-	scheme := policies.NewScheme()
-	var objs []model.Object
-	for _, f := range modeltest.GenerateFiles(n) {
-		o, errs := scheme.Decode(f.Name, f.Data)
-		require.Empty(b, errs)
-		objs = append(objs, o...)
-	}
-	return objs
 }
 
 // BenchmarkApply measures a first publication: translate, the deep check

@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-dev/tollgate/model/modeltest"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/translate"
+	"github.com/tollgate-dev/tollgate/translate/translatetest"
 )
 
 // TestPreEncodedResourcesDecodeToTheOriginal: what go-control-plane sends
@@ -79,24 +80,12 @@ func TestPreEncodedResourcesDecodeToTheOriginal(t *testing.T) {
 // encodings carry over, and the edited gateway gets a new snapshot with a
 // new route version only.
 func TestUnchangedGatewaysKeepTheirSnapshot(t *testing.T) {
-	scheme := policies.NewScheme()
-	build := func(files []modeltest.File) *model.Config {
-		var objs []model.Object
-		for _, f := range files {
-			o, errs := scheme.Decode(f.Name, f.Data)
-			require.Empty(t, errs)
-			objs = append(objs, o...)
-		}
-		cfg, errs := model.BuildConfig(objs, model.Settings{})
-		require.Empty(t, errs)
-		return cfg
-	}
 	s := NewServer(t.Context(), Options{})
 	files := modeltest.GenerateGateways(3, 5, "600s")
-	require.NoError(t, s.Apply(build(files)))
+	require.NoError(t, s.Apply(translatetest.BuildFiles(t, files)))
 	keys := make([]string, 3)
 	before := map[string]cachev3.ResourceSnapshot{}
-	for i, gc := range build(files).Gateways {
+	for i, gc := range translatetest.BuildFiles(t, files).Gateways {
 		keys[i] = model.GatewayKey(gc.Ref)
 		snap, err := s.cache.GetSnapshot(keys[i])
 		require.NoError(t, err)
@@ -105,7 +94,7 @@ func TestUnchangedGatewaysKeepTheirSnapshot(t *testing.T) {
 	encodedBefore := len(s.lastEncoded)
 
 	files[1] = modeltest.GatewayFile(1, 5, "601s")
-	require.NoError(t, s.Apply(build(files)))
+	require.NoError(t, s.Apply(translatetest.BuildFiles(t, files)))
 	for i, key := range keys {
 		snap, err := s.cache.GetSnapshot(key)
 		require.NoError(t, err)
