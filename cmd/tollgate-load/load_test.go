@@ -34,6 +34,25 @@ func buildBinaries(t *testing.T, ctx context.Context) string {
 	return dir
 }
 
+// runReport runs the tool with -o json and reads its report; it also
+// returns the report's text, for messages. A failed run's message holds
+// its standard error and, if given, the agent's log.
+func runReport(t *testing.T, cmd *exec.Cmd, agentLog ...*bytes.Buffer) (report, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := "stderr:\n" + stderr.String()
+		for _, l := range agentLog {
+			msg += "\nagent:\n" + l.String()
+		}
+		require.NoError(t, err, msg)
+	}
+	var rep report
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), stdout.String())
+	return rep, stdout.String()
+}
+
 // TestLoadToolMeasuresTollgateAndFloor runs the real tool on a small fleet
 // with each edit method: every Envoy must see every edit, the figures must
 // be ordered and tollgate's and the floor's resources the same.
@@ -57,11 +76,7 @@ func TestLoadToolMeasuresTollgateAndFloor(t *testing.T) {
 			cmd := exec.CommandContext(ctx, filepath.Join(bin, "tollgate-load"),
 				"--envoys", "20", "--gateways", "2", "--routes", "10", "--edits", "2", "--pause", "50ms",
 				"--edit", tc.edit, "--target", tc.targets, "--timeout", "1m", "-o", "json")
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			require.NoError(t, cmd.Run(), "stderr:\n%s", stderr.String())
-			var rep report
-			require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), stdout.String())
+			rep, text := runReport(t, cmd)
 			require.Len(t, rep.Targets, len(strings.Split(tc.targets, ",")))
 			for _, tr := range rep.Targets {
 				require.Equal(t, envoys*edits, tr.Samples, tr.Target)
@@ -84,7 +99,7 @@ func TestLoadToolMeasuresTollgateAndFloor(t *testing.T) {
 				require.NotNil(t, rep.Ratio)
 				require.Positive(t, rep.Ratio.P99)
 				require.NotNil(t, rep.SameResources)
-				require.True(t, *rep.SameResources, "tollgate and the floor served different versions:\n%s", stdout.String())
+				require.True(t, *rep.SameResources, "tollgate and the floor served different versions:\n%s", text)
 			}
 		})
 	}
@@ -93,11 +108,7 @@ func TestLoadToolMeasuresTollgateAndFloor(t *testing.T) {
 		cmd := exec.CommandContext(ctx, filepath.Join(bin, "tollgate-load"),
 			"--envoys", "20", "--gateways", "4", "--edit-gateways", "1", "--routes", "5", "--edits", "2", "--pause", "50ms",
 			"--timeout", "1m", "-o", "json")
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		require.NoError(t, cmd.Run(), "stderr:\n%s", stderr.String())
-		var rep report
-		require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), stdout.String())
+		rep, text := runReport(t, cmd)
 		require.Equal(t, 1, rep.Scenario.EditGateways)
 		require.Len(t, rep.Targets, 2)
 		for _, tr := range rep.Targets {
@@ -105,7 +116,7 @@ func TestLoadToolMeasuresTollgateAndFloor(t *testing.T) {
 			require.Equal(t, map[string]float64{"RouteConfiguration": 1}, tr.ResponsesPerEnvoyPerEdit, tr.Target)
 			require.Zero(t, tr.UneditedResponses, "%s: the Envoys of the gateways no edit changed got responses", tr.Target)
 		}
-		require.True(t, *rep.SameResources, stdout.String())
+		require.True(t, *rep.SameResources, text)
 	})
 
 	t.Run("text", func(t *testing.T) {
@@ -228,11 +239,7 @@ func TestLoadToolThroughAnAgent(t *testing.T) {
 			"--envoys", "20", "--gateways", "2", "--routes", "10", "--edits", "2", "--pause", "50ms", "--timeout", "1m"}, args...)...)
 	}
 	cmd := driver("--agent-token-file", tokenFile, "-o", "json")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	require.NoError(t, cmd.Run(), "stderr:\n%s\nagent:\n%s", stderr.String(), &agentLog)
-	var rep report
-	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep), stdout.String())
+	rep, text := runReport(t, cmd, &agentLog)
 	require.NotNil(t, rep.TargetMachine)
 	require.Positive(t, rep.TargetMachine.CPUs)
 	require.Len(t, rep.Targets, 2)
@@ -242,7 +249,7 @@ func TestLoadToolThroughAnAgent(t *testing.T) {
 		require.NotEqual(t, tr.InitialVersions[routeType], tr.FinalVersions[routeType], tr.Target)
 	}
 	require.NotNil(t, rep.SameResources)
-	require.True(t, *rep.SameResources, "tollgate and the floor served different versions:\n%s", stdout.String())
+	require.True(t, *rep.SameResources, "tollgate and the floor served different versions:\n%s", text)
 
 	wrong := filepath.Join(dir, "wrong.token")
 	require.NoError(t, os.WriteFile(wrong, []byte("fedcba9876543210fedcba9876543210"), 0o600))
