@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -54,28 +55,18 @@ func readRegularInto(path string, limit int64, buf []byte) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, notRegular(fi.Mode())
 	}
-	// Room for the size the file has now and one byte more, which tells a
-	// file that grew since (it is read to its end all the same).
-	if want := min(fi.Size(), limit) + 1; int64(cap(buf)) < want {
-		buf = make([]byte, 0, want)
+	// Room for the size the file has now, and for the read that finds its
+	// end (bytes.Buffer reads MinRead bytes at a time): a buffer that held
+	// the previous file is reused when it is large enough.
+	b := bytes.NewBuffer(buf[:0])
+	b.Grow(int(min(fi.Size(), limit)) + bytes.MinRead)
+	if _, err := b.ReadFrom(io.LimitReader(f, limit+1)); err != nil {
+		return nil, err
 	}
-	data := buf[:0]
-	for {
-		if len(data) == cap(data) {
-			data = append(data, 0)[:len(data)]
-		}
-		n, err := f.Read(data[len(data):cap(data)])
-		data = data[:len(data)+n]
-		if int64(len(data)) > limit {
-			return nil, fmt.Errorf("%w: larger than %d bytes (%s)", errTooLarge, limit, model.ByteSize{Bytes: uint64(limit)})
-		}
-		if err == io.EOF {
-			return data, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	if int64(b.Len()) > limit {
+		return nil, fmt.Errorf("%w: larger than %d bytes (%s)", errTooLarge, limit, model.ByteSize{Bytes: uint64(limit)})
 	}
+	return b.Bytes(), nil
 }
 
 // notRegular says what a path is instead of a regular file.

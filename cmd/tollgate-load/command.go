@@ -137,7 +137,8 @@ func (o *options) complete() error {
 }
 
 // validateScenario checks what the control plane's side of a scenario
-// needs; an agent checks it again for what a driver asks of it.
+// needs, and makes --edit-gateways 0 mean every gateway; an agent runs it
+// again on what a driver asks of it.
 func (o *options) validateScenario() error {
 	switch {
 	case o.gateways < 1 || o.gateways > 999:
